@@ -1,0 +1,54 @@
+"""Backend selection shared by every kernel family.
+
+Each public op takes ``backend=None`` and resolves it here:
+
+* ``HF_RECURRENT_BACKEND=reference|triton`` in the environment forces one backend for the whole process;
+* otherwise Triton is used for CUDA tensors (when Triton imports) and the PyTorch reference everywhere else.
+
+``TRITON_INTERPRET=1`` makes Triton kernels run on CPU tensors (NumPy interpreter); tests use it with
+``backend="triton"`` to check the kernels without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+BACKENDS = ("reference", "triton")
+_ENV_VAR = "HF_RECURRENT_BACKEND"
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """Whether ``import triton`` works in this environment."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def triton_interpreting() -> bool:
+    """Whether Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def resolve_backend(backend: str | None, tensor: torch.Tensor) -> str:
+    """Return the backend to run for ``tensor``: the argument, else the environment variable, else by device."""
+    if backend is None:
+        backend = os.environ.get(_ENV_VAR) or None
+    if backend is None:
+        on_gpu = tensor.is_cuda and triton_available()
+        return "triton" if on_gpu else "reference"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend!r}: expected one of {BACKENDS} (from argument or ${_ENV_VAR})")
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError("backend 'triton' was requested but Triton is not installed")
+        if not tensor.is_cuda and not triton_interpreting():
+            raise RuntimeError(
+                "backend 'triton' needs CUDA tensors, or TRITON_INTERPRET=1 to run the kernels on the CPU (slowly)"
+            )
+    return backend

@@ -1,0 +1,56 @@
+"""The config fields every recurrent causal LM shares; each architecture's config subclasses this one."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+
+@strict
+class RecurrentConfig(PreTrainedConfig):
+    """Fields of the shared decoder shell (embedding, blocks of mixer + MLP, final norm, LM head).
+
+    ``intermediate_size`` of the gated MLP defaults to ``hidden_ratio * hidden_size * 2/3`` rounded up to a multiple
+    of 256 (the rule of flash-linear-attention's published models); ``hidden_ratio = 0`` means blocks without MLP
+    (Mamba-style). Every layer is recurrent: ``layer_types`` is ``"linear_attention"`` for all of them, which makes
+    ``DynamicCache(config=...)`` hold transformers' ``LinearAttentionLayer`` per layer.
+    """
+
+    model_type = "hf_recurrent"
+
+    vocab_size: int = 32000
+    hidden_size: int = 2048
+    num_hidden_layers: int = 24
+    hidden_ratio: int | float | None = 4
+    intermediate_size: int | None = None
+    hidden_act: str = "swish"
+    norm_eps: float = 1e-6
+    residual_in_fp32: bool = False
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+
+    @property
+    def layer_types(self) -> list[str]:
+        return ["linear_attention"] * self.num_hidden_layers
+
+    @property
+    def mlp_size(self) -> int:
+        """Width of the gated MLP (0: no MLP in the blocks)."""
+        if self.intermediate_size is not None:
+            return self.intermediate_size
+        ratio = 4 if self.hidden_ratio is None else self.hidden_ratio
+        if ratio == 0:
+            return 0
+        size = int(self.hidden_size * ratio * 2 / 3)
+        return 256 * ((size + 255) // 256)
+
+    def validate_architecture(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.hidden_act not in ("swish", "silu"):
+            raise ValueError(f"hidden_act must be 'swish' (SwiGLU MLP); got {self.hidden_act!r}")

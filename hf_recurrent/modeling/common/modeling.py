@@ -1,0 +1,230 @@
+"""The decoder shell every architecture shares.
+
+``embedding -> N x (norm -> token mixer -> residual -> norm -> MLP -> residual) -> norm -> LM head``
+
+An architecture supplies a config (subclass of :class:`RecurrentConfig`) and a token mixer; it declares its model
+classes in three lines each::
+
+    class GLAPreTrainedModel(RecurrentPreTrainedModel):
+        config_class = GLAConfig
+        mixer_class = GatedLinearAttention
+
+    class GLAModel(GLAPreTrainedModel, RecurrentModel): ...
+
+    class GLAForCausalLM(GLAPreTrainedModel, RecurrentForCausalLM):
+        base_model_class = GLAModel
+
+A mixer is an ``nn.Module`` built as ``mixer_class(config, layer_idx)`` whose ``forward(x, attention_mask, cache)``
+maps ``[B, T, hidden]`` to ``[B, T, hidden]``, reads and writes its state with
+:func:`~hf_recurrent.modeling.common.cache.load_state` / ``store_state``, and leaves the state exactly unchanged at
+positions where ``attention_mask`` is 0 (left padding). It may define ``_init_weights(self, config)`` for
+parameters of its own that need a special initialisation.
+
+Generation follows transformers 5's contract for stateful models: ``forward(input_ids, attention_mask, cache,
+use_cache, logits_to_keep)`` returns ``logits`` and ``cache`` (a ``DynamicCache`` of ``LinearAttentionLayer``);
+no ``position_ids`` / ``cache_position`` arguments, ``_is_stateful = True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_recurrent_attention_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import ModelOutput
+
+from .configuration import RecurrentConfig
+from .layers import GatedMLP, RMSNorm
+
+
+@dataclass
+class RecurrentModelOutput(ModelOutput):
+    """``last_hidden_state`` ``[B, T, hidden]``, the ``cache`` holding every layer's state, optional hidden states."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class RecurrentCausalLMOutput(ModelOutput):
+    """``logits`` ``[B, T', vocab]`` (float32), optional ``loss``, the ``cache`` and optional hidden states."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class RecurrentBlock(GradientCheckpointingLayer):
+    """Pre-norm residual block: ``x + mixer(norm(x))``, then ``x + mlp(norm(x))`` when the config has an MLP."""
+
+    def __init__(self, config: RecurrentConfig, layer_idx: int, mixer_class: type[nn.Module]) -> None:
+        super().__init__()
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.mixer_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mixer = mixer_class(config, layer_idx)
+        if config.mlp_size > 0:
+            self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+            self.mlp = GatedMLP(config.hidden_size, config.mlp_size)
+        else:
+            self.mlp_norm = self.mlp = None
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Cache | None = None
+    ) -> torch.Tensor:
+        residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
+        mixed = self.mixer(self.mixer_norm(hidden_states), attention_mask=attention_mask, cache=cache)
+        hidden_states = residual + mixed
+        if self.mlp is not None:
+            hidden_states = hidden_states + self.mlp(self.mlp_norm(hidden_states.to(mixed.dtype)))
+        return hidden_states.to(mixed.dtype)
+
+
+class RecurrentPreTrainedModel(PreTrainedModel):
+    """Weights initialisation and the flags transformers reads; subclasses set ``config_class`` and ``mixer_class``."""
+
+    config_class = RecurrentConfig
+    mixer_class: ClassVar[type[nn.Module]]
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["RecurrentBlock"]
+    _is_stateful = True
+    _supports_cache_class = True
+    _can_compile_fullgraph = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, RMSNorm) and module.weight is not None:
+            nn.init.ones_(module.weight)
+        if hasattr(module, "_init_weights") and not isinstance(module, PreTrainedModel):
+            module._init_weights(self.config)
+
+
+class RecurrentModel(RecurrentPreTrainedModel):
+    """Embedding, the stack of :class:`RecurrentBlock`, final norm; returns hidden states and the cache."""
+
+    def __init__(self, config: RecurrentConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.layers = nn.ModuleList(
+            RecurrentBlock(config, i, self.mixer_class) for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RecurrentModelOutput | tuple:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if kwargs.get("position_ids") is not None:
+            raise ValueError("recurrent models take no position_ids: order comes from the recurrence itself")
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        output_hidden_states = output_hidden_states or self.config.output_hidden_states
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[0] != inputs_embeds.shape[0]:
+            raise ValueError(
+                f"attention_mask has batch size {attention_mask.shape[0]}, inputs have {inputs_embeds.shape[0]}"
+            )
+        mask = create_recurrent_attention_mask(self.config, inputs_embeds, attention_mask, cache=cache)
+        layer_cache = cache if use_cache else None
+
+        hidden_states = inputs_embeds
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        for block in self.layers:
+            hidden_states = block(hidden_states, attention_mask=mask, cache=layer_cache)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden = all_hidden[:-1] + (hidden_states,)
+
+        out = RecurrentModelOutput(hidden_states, cache if use_cache else None, all_hidden)
+        return out if return_dict else out.to_tuple()
+
+
+class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
+    """The shell plus an LM head (tied to the embedding when ``config.tie_word_embeddings``)."""
+
+    base_model_class: ClassVar[type[RecurrentModel]]
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: RecurrentConfig) -> None:
+        super().__init__(config)
+        self.model = self.base_model_class(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> RecurrentCausalLMOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            position_ids=kwargs.pop("position_ids", None),
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype)).float()
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        out = RecurrentCausalLMOutput(loss, logits, outputs.cache, outputs.hidden_states)
+        return out if return_dict else out.to_tuple()
