@@ -14,6 +14,9 @@ classes in three lines each::
     class GLAForCausalLM(GLAPreTrainedModel, RecurrentForCausalLM):
         base_model_class = GLAModel
 
+An architecture whose block differs (no MLP, a stateful channel mixer, LayerNorm, an extra norm after the
+embedding) sets ``block_class`` to a subclass of :class:`RecurrentBlock`; everything else stays shared.
+
 A mixer is an ``nn.Module`` built as ``mixer_class(config, layer_idx)`` whose ``forward(x, attention_mask, cache)``
 maps ``[B, T, hidden]`` to ``[B, T, hidden]``, reads and writes its state with
 :func:`~hf_recurrent.modeling.common.cache.load_state` / ``store_state``, and leaves the state exactly unchanged at
@@ -63,15 +66,20 @@ class RecurrentCausalLMOutput(ModelOutput):
 
 
 class RecurrentBlock(GradientCheckpointingLayer):
-    """Pre-norm residual block: ``x + mixer(norm(x))``, then ``x + mlp(norm(x))`` when the config has an MLP."""
+    """Pre-norm residual block: ``x + mixer(norm(x))``, then ``x + mlp(norm(x))`` when the config has an MLP.
+
+    ``norm_class`` (here RMSNorm) also serves the model's final norm.
+    """
+
+    norm_class: ClassVar[type[nn.Module]] = RMSNorm
 
     def __init__(self, config: RecurrentConfig, layer_idx: int, mixer_class: type[nn.Module]) -> None:
         super().__init__()
         self.residual_in_fp32 = config.residual_in_fp32
-        self.mixer_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mixer_norm = self.norm_class(config.hidden_size, eps=config.norm_eps)
         self.mixer = mixer_class(config, layer_idx)
         if config.mlp_size > 0:
-            self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+            self.mlp_norm = self.norm_class(config.hidden_size, eps=config.norm_eps)
             self.mlp = GatedMLP(config.hidden_size, config.mlp_size)
         else:
             self.mlp_norm = self.mlp = None
@@ -92,10 +100,11 @@ class RecurrentPreTrainedModel(PreTrainedModel):
 
     config_class = RecurrentConfig
     mixer_class: ClassVar[type[nn.Module]]
+    block_class: ClassVar[type[RecurrentBlock]] = RecurrentBlock
     base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["RecurrentBlock"]
+    _no_split_modules = ["RecurrentBlock"]  # RecurrentModel names its own block_class (accelerate matches names)
     _is_stateful = True
     _supports_cache_class = True
     _can_compile_fullgraph = False
@@ -122,10 +131,11 @@ class RecurrentModel(RecurrentPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.layers = nn.ModuleList(
-            RecurrentBlock(config, i, self.mixer_class) for i in range(config.num_hidden_layers)
+            self.block_class(config, i, self.mixer_class) for i in range(config.num_hidden_layers)
         )
-        self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.norm = self.block_class.norm_class(config.hidden_size, eps=config.norm_eps)
         self.gradient_checkpointing = False
+        self._no_split_modules = [self.block_class.__name__]
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

@@ -1,0 +1,135 @@
+"""Gated linear attention: Triton kernels (on the CPU, through Triton's interpreter) against the PyTorch reference.
+
+``TRITON_INTERPRET=1`` is set in ``conftest.py`` of this folder before Triton is imported. Shapes are tiny but cover
+several chunks of 64 tokens, a ragged last chunk, head dims that are not powers of two, packed sequences, and vector,
+scalar and absent decay. Every output (o, final state) and every input gradient is compared in float32.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from hf_recurrent.kernels.linear_attention import (  # noqa: E402
+    gated_linear_attention,
+    gated_linear_attention_step,
+    reference,
+)
+
+triton_impl = pytest.importorskip("hf_recurrent.kernels.linear_attention.triton")
+
+RTOL = 1e-4
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _inputs(B, T, H, K, V, decay, n_states, initial_state, seed=0, strong=False):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, K, generator=gen)
+    k = torch.randn(B, T, H, K, generator=gen)
+    v = torch.randn(B, T, H, V, generator=gen)
+    shape = {"vector": (B, T, H, K), "scalar": (B, T, H)}.get(decay)
+    g = None
+    if shape is not None:
+        # logsigmoid keeps g <= 0; 'strong' decays reach e^-40 per step and test that nothing overflows
+        g = F.logsigmoid(torch.randn(*shape, generator=gen) * (8.0 if strong else 1.0) + (-4.0 if strong else 2.0))
+    h0 = torch.randn(n_states, H, K, V, generator=gen) if initial_state else None
+    return q, k, v, g, h0
+
+
+def _run_and_grad(fn, q, k, v, g, h0, cu_seqlens, seed=1):
+    leaves = [x.clone().requires_grad_(True) if x is not None else None for x in (q, k, v, g, h0)]
+    o, ht = fn(*leaves[:4], q.shape[-1] ** -0.5, leaves[4], True, cu_seqlens)
+    gen = torch.Generator().manual_seed(seed)
+    do, dht = torch.randn(o.shape, generator=gen), torch.randn(ht.shape, generator=gen)
+    used = [x for x in leaves if x is not None]
+    grads = torch.autograd.grad((o * do).sum() + (ht * dht).sum(), used)
+    return [o, ht, *grads]
+
+
+def _compare(got, want, rtol=RTOL):
+    names = ["o", "final_state", "dq", "dk", "dv", "dlog_decay/dh0", "dh0"]
+    for name, a, b in zip(names, got, want):
+        assert a.shape == b.shape, name
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, b) < rtol, f"{name}: relative error {_rel(a, b):.2e}"
+
+
+@pytest.mark.parametrize("decay", ["vector", "scalar", "none"])
+@pytest.mark.parametrize("K,V", [(24, 20), (16, 32)])
+def test_chunk_triton_matches_recurrent(decay, K, V):
+    """Two batches of 150 tokens (chunks 64 + 64 + 22), initial state, final state, all gradients."""
+    q, k, v, g, h0 = _inputs(2, 150, 2, K, V, decay, 2, initial_state=(K, V) == (24, 20))
+    got = _run_and_grad(triton_impl.chunk_gla, q, k, v, g, h0, None)
+    want = _run_and_grad(reference.recurrent_gla, q, k, v, g, h0, None)
+    _compare(got, want)
+
+
+@pytest.mark.parametrize("decay", ["vector", "scalar"])
+def test_chunk_triton_varlen(decay):
+    """Packed sequences of 30, 70, 5 and 0 tokens, each from its own initial state."""
+    cu = torch.tensor([0, 30, 100, 105, 105])
+    q, k, v, g, h0 = _inputs(1, 105, 2, 16, 24, decay, 4, initial_state=True, seed=2)
+    got = _run_and_grad(triton_impl.chunk_gla, q, k, v, g, h0, cu)
+    want = _run_and_grad(reference.recurrent_gla, q, k, v, g, h0, cu)
+    _compare(got, want)
+
+
+def test_chunk_triton_strong_decay_is_stable():
+    """Decays down to e^-40 per step: exponents of cumulative differences only, nothing overflows."""
+    q, k, v, g, h0 = _inputs(1, 80, 1, 32, 16, "vector", 1, initial_state=True, seed=3, strong=True)
+    got = _run_and_grad(triton_impl.chunk_gla, q, k, v, g, h0, None)
+    want = _run_and_grad(reference.recurrent_gla, q, k, v, g, h0, None)
+    _compare(got, want)
+
+
+def test_dispatch_triton_without_final_state():
+    """Through the public op with ``backend='triton'``: no final state, no initial state, default scale."""
+    q, k, v, g, _ = _inputs(1, 40, 2, 16, 16, "vector", 1, initial_state=False, seed=4)
+    o, ht = gated_linear_attention(q, k, v, g, backend="triton")
+    o_ref, _ = reference.recurrent_gla(q, k, v, g, 16**-0.5)
+    assert ht is None
+    assert _rel(o, o_ref) < RTOL
+
+
+@pytest.mark.parametrize("decay", ["vector", "scalar", "none"])
+@pytest.mark.parametrize("K,V", [(24, 20), (128, 96)])
+def test_step_triton_matches_reference(decay, K, V):
+    q, k, v, g, h0 = _inputs(3, 1, 2, K, V, decay, 3, initial_state=True, seed=5)
+    q, k, v = q[:, 0], k[:, 0], v[:, 0]
+    g = None if g is None else g[:, 0]
+    s_tri, s_ref = h0.clone(), h0.clone()
+    o_tri = gated_linear_attention_step(q, k, v, g, s_tri, backend="triton")
+    o_ref = reference.recurrent_gla_step(q, k, v, g, s_ref, K**-0.5)
+    assert _rel(o_tri, o_ref) < 1e-5
+    assert _rel(s_tri, s_ref) < 1e-6
+
+
+def test_step_triton_strided_inputs():
+    """q, k, v as views into one projection (non-contiguous), as a model's decode produces them."""
+    B, H, K = 2, 2, 16
+    qkv = torch.randn(B, H, 3 * K)
+    q, k, v = qkv.split(K, dim=-1)
+    g = F.logsigmoid(torch.randn(B, H))
+    s_tri, s_ref = torch.randn(B, H, K, K).unbind(0)[0].expand(B, H, K, K).clone(), None
+    s_ref = s_tri.clone()
+    o_tri = triton_impl.recurrent_gla_step(q, k, v, g, s_tri, 0.5)
+    o_ref = reference.recurrent_gla_step(q, k, v, g, s_ref, 0.5)
+    assert _rel(o_tri, o_ref) < 1e-5 and _rel(s_tri, s_ref) < 1e-6
+
+
+@pytest.mark.parametrize("decay", ["vector", "scalar", "none"])
+def test_reference_chunk_matches_recurrent(decay):
+    """The chunked PyTorch form against the definition, forward and gradients, with packed sequences."""
+    cu = torch.tensor([0, 21, 50, 53])
+    q, k, v, g, h0 = _inputs(1, 53, 2, 8, 6, decay, 3, initial_state=True, seed=6)
+    got = _run_and_grad(reference.chunk_gla, q, k, v, g, h0, cu)
+    want = _run_and_grad(reference.recurrent_gla, q, k, v, g, h0, cu)
+    _compare(got, want, rtol=1e-5)
