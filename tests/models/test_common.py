@@ -34,6 +34,27 @@ def test_prefill_in_chunks_then_decode_equals_full_forward(arch, variant):
 
 
 @pytest.mark.parametrize("arch,variant", ARCH_CASES)
+def test_prefill_chunked_by_config_equals_one_pass(arch, variant):
+    """``prefill_chunk_length``: a long prompt goes through in pieces, state carried, same logits and generations."""
+    model = build_model(arch, variant)
+    pad = model.config.pad_token_id
+    ids = _ids(model.config.vocab_size, 2, 17)
+    mask = torch.ones_like(ids)
+    ids[1, :4], mask[1, :4] = pad, 0  # left padding spans the first chunk boundary
+    with torch.no_grad():
+        model.config.prefill_chunk_length = None
+        one_pass = model(ids, attention_mask=mask, use_cache=True).logits
+        gen_one = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=pad)
+        model.config.prefill_chunk_length = 3
+        chunked = model(ids, attention_mask=mask, use_cache=True).logits
+        last = model(ids, attention_mask=mask, use_cache=True, logits_to_keep=1).logits
+        gen_chunked = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=pad)
+    torch.testing.assert_close(chunked, one_pass, atol=ATOL, rtol=0)
+    torch.testing.assert_close(last, one_pass[:, -1:], atol=ATOL, rtol=0)
+    assert gen_chunked.tolist() == gen_one.tolist()
+
+
+@pytest.mark.parametrize("arch,variant", ARCH_CASES)
 def test_left_padded_batch_equals_each_row_alone(arch, variant):
     model = build_model(arch, variant)
     pad = model.config.pad_token_id
@@ -50,7 +71,9 @@ def test_left_padded_batch_equals_each_row_alone(arch, variant):
             alone = model(r[None], use_cache=False).logits[0]
             torch.testing.assert_close(batched[i, width - len(r) :], alone, atol=ATOL, rtol=0)
             gen_alone = model.generate(r[None], max_new_tokens=6, do_sample=False, pad_token_id=pad)
-            assert gen[i, width:].tolist() == gen_alone[0, len(r) :].tolist()
+            new_alone = gen_alone[0, len(r) :].tolist()  # shorter when this row stopped at EOS; the batch pads on
+            assert gen[i, width : width + len(new_alone)].tolist() == new_alone
+            assert set(gen[i, width + len(new_alone) :].tolist()) <= {pad}
 
 
 @pytest.mark.parametrize("arch,variant", ARCH_CASES)

@@ -29,6 +29,8 @@ class RecurrentConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
     use_cache: bool = True
+    prefill_chunk_length: int | None = 8192
+    use_cuda_graphs: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2

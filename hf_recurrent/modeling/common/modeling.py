@@ -43,6 +43,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from .configuration import RecurrentConfig
+from .cuda_graph import DecodeGraph
 from .layers import GatedMLP, RMSNorm
 
 
@@ -221,16 +222,30 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> RecurrentCausalLMOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            cache=cache,
-            use_cache=use_cache,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            position_ids=kwargs.pop("position_ids", None),
-        )
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        plain = labels is None and not output_hidden_states and kwargs.get("position_ids") is None
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        chunk = self.config.prefill_chunk_length
+        if plain and use_cache and input_ids is not None and length == 1 and self._graphable(input_ids):
+            if cache is None:
+                cache = DynamicCache(config=self.config)
+            logits = self._graph_step(input_ids, cache)
+            out = RecurrentCausalLMOutput(None, logits, cache, None)
+            return out if return_dict else out.to_tuple()
+        if plain and use_cache and chunk and length > chunk and isinstance(logits_to_keep, int):
+            outputs = self._prefill_in_chunks(input_ids, inputs_embeds, attention_mask, cache, logits_to_keep, chunk)
+        else:
+            outputs = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                cache=cache,
+                use_cache=use_cache,
+                inputs_embeds=inputs_embeds,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+                position_ids=kwargs.pop("position_ids", None),
+            )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype)).float()
         loss = None
@@ -238,3 +253,56 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         out = RecurrentCausalLMOutput(loss, logits, outputs.cache, outputs.hidden_states)
         return out if return_dict else out.to_tuple()
+
+    def _prefill_in_chunks(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.FloatTensor | None,
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None,
+        logits_to_keep: int,
+        chunk: int,
+    ) -> RecurrentModelOutput:
+        """Run the model over ``chunk``-token pieces with the state carried in ``cache``.
+
+        Only the last ``logits_to_keep`` hidden states are kept (all when 0), so activation memory is bounded by the
+        chunk, not the prompt. ``attention_mask`` may include past positions (its last ``T`` columns are the input).
+        """
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        length = tokens.shape[1]
+        past = 0 if attention_mask is None else attention_mask.shape[1] - length
+        cache = DynamicCache(config=self.config) if cache is None else cache
+        kept: list[torch.Tensor] = []
+        for start in range(0, length, chunk):
+            end = min(length, start + chunk)
+            piece = tokens[:, start:end]
+            out = self.model(
+                input_ids=piece if input_ids is not None else None,
+                inputs_embeds=piece if input_ids is None else None,
+                attention_mask=None if attention_mask is None else attention_mask[:, : past + end],
+                cache=cache,
+                use_cache=True,
+                return_dict=True,
+            )
+            kept.append(out.last_hidden_state)
+            if logits_to_keep:
+                kept = [torch.cat(kept, dim=1)[:, -logits_to_keep:]]
+        return RecurrentModelOutput(torch.cat(kept, dim=1), cache, None)
+
+    def _graphable(self, input_ids: torch.Tensor) -> bool:
+        return self.config.use_cuda_graphs and input_ids.is_cuda and not torch.is_grad_enabled()
+
+    def _decode_step(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, cache=cache, use_cache=True, return_dict=True).last_hidden_state
+        return self.lm_head(hidden.to(self.lm_head.weight.dtype)).float()
+
+    def _graph_step(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """Decode one token through a CUDA graph captured for this cache (eager for the first step of a cache)."""
+        key = (input_ids.shape, self.lm_head.weight.data_ptr(), self.lm_head.weight.dtype)
+        runner = self.__dict__.get("_decode_graph")
+        if runner is not None and runner.serves(cache, key):
+            return runner(input_ids)
+        if not cache.has_previous_state():  # nothing to capture yet: the first step allocates the states
+            return self._decode_step(input_ids, cache)
+        self.__dict__["_decode_graph"] = runner = DecodeGraph(self._decode_step, input_ids, cache, key)
+        return runner(input_ids)
