@@ -184,3 +184,19 @@ def test_position_ids_are_refused():
     with pytest.raises(ValueError, match="position_ids"):
         model(ids, position_ids=torch.arange(4)[None])
     assert copy.deepcopy(model) is not model
+
+
+@pytest.mark.parametrize("arch,variant", ARCH_CASES)
+def test_packed_sequences_equal_separate_rows(arch, variant):
+    """A packed row with ``cu_seqlens`` (the training layout) gives each document's logits and gradients alone."""
+    model = build_model(arch, variant).train()
+    if not all(getattr(b.mixer, "supports_packed_sequences", False) for b in model.model.layers):
+        with pytest.raises(ValueError, match="packed"):
+            model(_ids(model.config.vocab_size, 1, 6), cu_seqlens=torch.tensor([0, 2, 6]))
+        return
+    docs = [_ids(model.config.vocab_size, 1, n, seed=n) for n in (7, 3, 12)]
+    packed = torch.cat(docs, dim=1)
+    cu = torch.tensor([0, 7, 10, 22])
+    logits = model(packed, cu_seqlens=cu).logits
+    alone = torch.cat([model(d).logits for d in docs], dim=1)
+    torch.testing.assert_close(logits, alone, atol=ATOL, rtol=0)

@@ -18,7 +18,9 @@ An architecture whose block differs (no MLP, a stateful channel mixer, LayerNorm
 embedding) sets ``block_class`` to a subclass of :class:`RecurrentBlock`; everything else stays shared.
 
 A mixer is an ``nn.Module`` built as ``mixer_class(config, layer_idx)`` whose ``forward(x, attention_mask, cache)``
-maps ``[B, T, hidden]`` to ``[B, T, hidden]``, reads and writes its state with
+maps ``[B, T, hidden]`` to ``[B, T, hidden]``; a mixer that can run packed sequences (``B = 1``, documents
+concatenated, each starting from an empty state; used for training) also takes ``cu_seqlens`` (int ``[N + 1]``
+offsets) and sets ``supports_packed_sequences = True``; it reads and writes its state with
 :func:`~hf_recurrent.modeling.common.cache.load_state` / ``store_state``, and leaves the state exactly unchanged at
 positions where ``attention_mask`` is 0 (left padding). It may define ``_init_weights(self, config)`` for
 parameters of its own that need a special initialisation.
@@ -86,14 +88,33 @@ class RecurrentBlock(GradientCheckpointingLayer):
             self.mlp_norm = self.mlp = None
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Cache | None = None
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        cu_seqlens: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
-        mixed = self.mixer(self.mixer_norm(hidden_states), attention_mask=attention_mask, cache=cache)
+        packed = {} if cu_seqlens is None else {"cu_seqlens": cu_seqlens}
+        mixed = self.mixer(self.mixer_norm(hidden_states), attention_mask=attention_mask, cache=cache, **packed)
         hidden_states = residual + mixed
         if self.mlp is not None:
             hidden_states = hidden_states + self.mlp(self.mlp_norm(hidden_states.to(mixed.dtype)))
         return hidden_states.to(mixed.dtype)
+
+
+def _check_packed(model: RecurrentModel, cu_seqlens: torch.Tensor, tokens: torch.Tensor, cache, use_cache) -> None:
+    """Packed sequences are a training layout: batch 1, offsets covering the row, no cache, mixers that know it."""
+    if tokens.shape[0] != 1 or cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != tokens.shape[1]:
+        raise ValueError(
+            f"cu_seqlens must be 1-D offsets from 0 to the length of a single packed row; got {cu_seqlens.tolist()} "
+            f"for inputs of shape {tuple(tokens.shape[:2])}"
+        )
+    if cache is not None or use_cache:
+        raise ValueError("packed sequences (cu_seqlens) are for training: pass use_cache=False and no cache")
+    unsupported = {type(b.mixer).__name__ for b in model.layers if not getattr(b.mixer, "supports_packed_sequences", False)}
+    if unsupported:
+        raise ValueError(f"{', '.join(sorted(unsupported))} cannot run packed sequences (cu_seqlens) with this config")
 
 
 class RecurrentPreTrainedModel(PreTrainedModel):
@@ -160,6 +181,10 @@ class RecurrentModel(RecurrentPreTrainedModel):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if kwargs.get("position_ids") is not None:
             raise ValueError("recurrent models take no position_ids: order comes from the recurrence itself")
+        cu_seqlens = kwargs.get("cu_seqlens")
+        if cu_seqlens is not None:
+            _check_packed(self, cu_seqlens, input_ids if input_ids is not None else inputs_embeds, cache, use_cache)
+            use_cache = False
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         output_hidden_states = output_hidden_states or self.config.output_hidden_states
@@ -179,7 +204,7 @@ class RecurrentModel(RecurrentPreTrainedModel):
         hidden_states = inputs_embeds
         all_hidden = (hidden_states,) if output_hidden_states else None
         for block in self.layers:
-            hidden_states = block(hidden_states, attention_mask=mask, cache=layer_cache)
+            hidden_states = block(hidden_states, attention_mask=mask, cache=layer_cache, cu_seqlens=cu_seqlens)
             if output_hidden_states:
                 all_hidden += (hidden_states,)
         hidden_states = self.norm(hidden_states)
@@ -222,8 +247,9 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> RecurrentCausalLMOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        cu_seqlens = kwargs.pop("cu_seqlens", None)
         if use_cache is None:
-            use_cache = self.config.use_cache and not self.training
+            use_cache = self.config.use_cache and not self.training and cu_seqlens is None
         plain = labels is None and not output_hidden_states and kwargs.get("position_ids") is None
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         chunk = self.config.prefill_chunk_length
@@ -245,6 +271,7 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
                 output_hidden_states=output_hidden_states,
                 return_dict=True,
                 position_ids=kwargs.pop("position_ids", None),
+                cu_seqlens=cu_seqlens,
             )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype)).float()

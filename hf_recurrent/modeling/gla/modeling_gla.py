@@ -56,6 +56,8 @@ class GatedLinearAttention(nn.Module):
                 ShortConvolution(d, config.conv_size, bias=config.conv_bias) for d in self.conv_dims
             )
         self.use_short_conv = config.use_short_conv
+        # The short convolution does not yet reset at document boundaries inside a packed row.
+        self.supports_packed_sequences = not config.use_short_conv
         self.gk_proj = nn.Sequential(
             nn.Linear(config.hidden_size, config.gate_low_rank_dim, bias=False),
             nn.Linear(config.gate_low_rank_dim, kv_key_dim, bias=True),
@@ -65,7 +67,11 @@ class GatedLinearAttention(nn.Module):
         self.o_proj = nn.Linear(config.value_dim, config.hidden_size, bias=False)
 
     def forward(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Cache | None = None
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        cu_seqlens: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         conv_tail, state = load_state(cache, self.layer_idx)
@@ -97,7 +103,9 @@ class GatedLinearAttention(nn.Module):
         if T == 1 and state is not None:
             o = gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], state).unsqueeze(1)
         else:
-            o, state = gated_linear_attention(q, k, v, g, initial_state=state, output_final_state=cache is not None)
+            o, state = gated_linear_attention(
+                q, k, v, g, initial_state=state, output_final_state=cache is not None, cu_seqlens=cu_seqlens
+            )
         store_state(cache, self.layer_idx, new_tail, state)
 
         if self.g_proj is not None:
