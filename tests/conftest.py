@@ -1,12 +1,21 @@
-"""Shared test fixtures: the (architecture, variant) grid every common test runs over."""
+"""Shared test fixtures: the (architecture, variant) grid every common test runs over.
+
+Without a GPU, Triton kernels are tested in Triton's CPU interpreter. ``TRITON_INTERPRET`` must be set before
+``import torch`` (which imports Triton), hence first thing here; on a machine with an NVIDIA device it is left alone.
+"""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-import hf_recurrent
-from hf_recurrent.modeling.registry import ARCHITECTURES
+if not os.path.exists("/dev/nvidia0") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import hf_recurrent  # noqa: E402
+from hf_recurrent.modeling.registry import ARCHITECTURES  # noqa: E402
 
 ARCH_CASES = [
     pytest.param(arch, variant, id=f"{arch.name}-{variant}")

@@ -104,6 +104,10 @@ def _run(fn, q, k, v, log_decay, scale, initial_state, output_final_state, cu_se
         for n in range(len(bounds) - 1):
             s, e = bounds[n], bounds[n + 1]
             state = qf.new_zeros(1, H, K, V) if initial_state is None else initial_state[n : n + 1].float()
+            if e == s:  # an empty sequence: no output, its state passes through
+                outs.append(vf.new_zeros(1, 0, H, V))
+                finals.append(state)
+                continue
             o_n, state = fn(qf[:, s:e], kf[:, s:e], vf[:, s:e], g[:, s:e], scale, state, **kw)
             outs.append(o_n)
             finals.append(state)

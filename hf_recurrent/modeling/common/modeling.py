@@ -15,7 +15,8 @@ classes in three lines each::
         base_model_class = GLAModel
 
 An architecture whose block differs (no MLP, a stateful channel mixer, LayerNorm, an extra norm after the
-embedding) sets ``block_class`` to a subclass of :class:`RecurrentBlock`; everything else stays shared.
+embedding) sets ``block_class`` to a subclass of :class:`RecurrentBlock`; everything else stays shared. A block
+that needs a value computed by an earlier layer of the same forward pass sets ``takes_layer_context``.
 
 A mixer is an ``nn.Module`` built as ``mixer_class(config, layer_idx)`` whose ``forward(x, attention_mask, cache)``
 maps ``[B, T, hidden]`` to ``[B, T, hidden]``; a mixer that can run packed sequences (``B = 1``, documents
@@ -39,13 +40,12 @@ import torch
 import torch.nn as nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.masking_utils import create_recurrent_attention_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from .configuration import RecurrentConfig
 from .cuda_graph import DecodeGraph
+from .masking import padding_mask, slice_logits_to_keep
 from .layers import GatedMLP, RMSNorm
 
 
@@ -75,6 +75,11 @@ class RecurrentBlock(GradientCheckpointingLayer):
     """
 
     norm_class: ClassVar[type[nn.Module]] = RMSNorm
+    mlp_class: ClassVar[type[nn.Module]] = GatedMLP
+    """Built as ``mlp_class(hidden_size, mlp_size)`` when ``mlp_size > 0`` (GateLoop: a GELU MLP with biases)."""
+    takes_layer_context: ClassVar[bool] = False
+    """When true, ``forward`` also receives ``layer_context``: one dict per model forward pass, shared by all
+    blocks in order (RWKV-7's value residual: block 0 stores its values, later blocks read them)."""
 
     def __init__(self, config: RecurrentConfig, layer_idx: int, mixer_class: type[nn.Module]) -> None:
         super().__init__()
@@ -83,7 +88,7 @@ class RecurrentBlock(GradientCheckpointingLayer):
         self.mixer = mixer_class(config, layer_idx)
         if config.mlp_size > 0:
             self.mlp_norm = self.norm_class(config.hidden_size, eps=config.norm_eps)
-            self.mlp = GatedMLP(config.hidden_size, config.mlp_size)
+            self.mlp = self.mlp_class(config.hidden_size, config.mlp_size)
         else:
             self.mlp_norm = self.mlp = None
 
@@ -198,13 +203,14 @@ class RecurrentModel(RecurrentPreTrainedModel):
             raise ValueError(
                 f"attention_mask has batch size {attention_mask.shape[0]}, inputs have {inputs_embeds.shape[0]}"
             )
-        mask = create_recurrent_attention_mask(self.config, inputs_embeds, attention_mask, cache=cache)
+        mask = padding_mask(attention_mask, inputs_embeds.shape[1])
         layer_cache = cache if use_cache else None
 
         hidden_states = inputs_embeds
         all_hidden = (hidden_states,) if output_hidden_states else None
+        shared = {"layer_context": {}} if self.block_class.takes_layer_context else {}
         for block in self.layers:
-            hidden_states = block(hidden_states, attention_mask=mask, cache=layer_cache, cu_seqlens=cu_seqlens)
+            hidden_states = block(hidden_states, attention_mask=mask, cache=layer_cache, cu_seqlens=cu_seqlens, **shared)
             if output_hidden_states:
                 all_hidden += (hidden_states,)
         hidden_states = self.norm(hidden_states)
