@@ -1,10 +1,11 @@
-"""``hf-recurrent``: the command line (``generate``, ``convert``)."""
+"""``hf-recurrent``: the command line (``generate``, ``train``, ``convert``, ``export``, ``push``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -15,16 +16,22 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _random_demo_model():
-    """A small randomly initialised GLA with the byte-level tokenizer: stands in until a trained model ships."""
-    from .modeling.gla import GLAConfig, GLAForCausalLM
-    from .tokenization import byte_level_tokenizer
+def bundled_model_path() -> Path:
+    """The small GLA trained on the Python standard library that ships with the package (see the README)."""
+    return Path(__file__).parent / "bundled" / "gla-stdlib"
 
-    tokenizer = byte_level_tokenizer()
-    config = GLAConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_heads=2,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
-    torch.manual_seed(0)
-    return GLAForCausalLM(config), tokenizer
+
+def _sampling_options(args: argparse.Namespace) -> dict:
+    """Generation options given on the command line; the rest come from the model's generation_config.json."""
+    options: dict = {"max_new_tokens": args.max_new_tokens}
+    if args.temperature is not None:
+        options["do_sample"] = args.temperature > 0
+        if args.temperature > 0:
+            options["temperature"] = args.temperature
+    for name in ("top_k", "top_p", "repetition_penalty"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    return options
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -34,35 +41,56 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     device = args.device or _default_device()
     dtype = DTYPES[args.dtype]
-    if args.model is None:
-        print("[hf-recurrent] no --model given: using a RANDOMLY INITIALISED 2-layer GLA (untrained; the output is "
-              "noise). Pass --model DIR for a real model.", file=sys.stderr)
-        model, tokenizer = _random_demo_model()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = model.to(device=device, dtype=dtype).eval()
+    path = args.model
+    if path is None:
+        path = bundled_model_path()
+        print(f"[hf-recurrent] no --model given: using the bundled GLA ({path.name}, 4.1M parameters, trained on the "
+              "Python standard library's source; see the README)", file=sys.stderr, flush=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
     inputs = tokenizer(args.prompt, return_tensors="pt").to(device)
     if args.seed is not None:
         torch.manual_seed(args.seed)
     streamer = TextStreamer(tokenizer, skip_prompt=False)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     start = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(
-            **inputs,
-            max_new_tokens=args.max_new_tokens,
-            do_sample=args.temperature > 0,
-            temperature=args.temperature if args.temperature > 0 else None,
-            top_k=args.top_k if args.temperature > 0 else None,
-            top_p=args.top_p if args.temperature > 0 else None,
-            repetition_penalty=args.repetition_penalty,
-            streamer=streamer,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        )
+        out = model.generate(**inputs, **_sampling_options(args), streamer=streamer, pad_token_id=pad)
     elapsed = time.perf_counter() - start
     new_tokens = out.shape[1] - inputs["input_ids"].shape[1]
     print(f"\n[hf-recurrent] {new_tokens} tokens in {elapsed:.2f} s: {new_tokens / elapsed:.1f} tokens/s "
           f"({device}, {args.dtype})", file=sys.stderr)
+    return 0
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    """``key=value`` pairs; values parsed as JSON when they parse (numbers, true/false, null), else strings."""
+    import json
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--config expects key=value, got {pair!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainSettings, train
+
+    settings = TrainSettings(
+        arch=args.arch, data=args.data, out=args.out, config=_parse_overrides(args.config), tokenizer=args.tokenizer,
+        pattern=args.pattern, seq_len=args.seq_len, batch_size=args.batch_size, max_steps=args.max_steps,
+        learning_rate=args.lr, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+        pack=not args.no_pack, save_dtype=args.save_dtype, seed=args.seed, logging_steps=args.logging_steps,
+        max_minutes=args.max_minutes,
+    )
+    out = train(settings)
+    print(f"[hf-recurrent] trained model written to {out} (loss curve: {out / 'loss_curve.png'})", file=sys.stderr)
     return 0
 
 
@@ -74,22 +102,70 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .conversion.errors import ConversionError
+    from .hub import CardInfo, ExportError, export_model
+
+    card = CardInfo(model_name=args.model_name, license=args.license, base_model=args.base_model,
+                    datasets=tuple(args.dataset), conversion_source=args.conversion_source, parity=args.parity)
+    try:
+        export_model(args.src, args.dst, max_shard_size=args.max_shard_size, card=card, overwrite=args.overwrite)
+    except (ExportError, ConversionError) as err:
+        print(f"[hf-recurrent] export failed: {err}", file=sys.stderr)
+        return 2
+    print(f"[hf-recurrent] exported {args.src} -> {args.dst} (loads with trust_remote_code=True)", file=sys.stderr)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .hub import PushError, push_folder
+
+    try:
+        url = push_folder(args.dir, args.repo_id, private=args.private, revision=args.revision, token=args.token,
+                          commit_message=args.commit_message)
+    except PushError as err:
+        print(f"[hf-recurrent] push failed: {err}", file=sys.stderr)
+        return 2
+    print(f"[hf-recurrent] pushed {args.dir} to {args.repo_id}: {url}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-recurrent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="stream a continuation of PROMPT and print tokens/s")
     gen.add_argument("prompt")
-    gen.add_argument("--model", help="model directory (save_pretrained / convert output)")
+    gen.add_argument("--model", help="model directory (save_pretrained / convert output); default: the bundled GLA")
     gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-k", type=int, default=50)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--temperature", type=float, help="0 = greedy; default: the model's generation_config.json")
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--repetition-penalty", type=float)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--device", help="default: cuda if available, else cpu")
     gen.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     gen.set_defaults(func=cmd_generate)
+
+    tr = sub.add_parser("train", help="train a causal LM of any architecture on text files (transformers' Trainer)")
+    tr.add_argument("--arch", required=True, help="architecture name, e.g. gla")
+    tr.add_argument("--data", nargs="+", required=True, help="files, globs, or directories (searched for --pattern)")
+    tr.add_argument("--out", required=True, help="output directory for the model, tokenizer and loss curve")
+    tr.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. hidden_size=256")
+    tr.add_argument("--tokenizer", help="tokenizer directory (default: byte-level, 256 bytes + end-of-text)")
+    tr.add_argument("--pattern", default="*.py", help="file pattern for --data directories")
+    tr.add_argument("--seq-len", type=int, default=512)
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--max-steps", type=int, default=1000)
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
+    tr.add_argument("--gradient-checkpointing", action="store_true")
+    tr.add_argument("--no-pack", action="store_true", help="plain [B, seq_len] blocks instead of packed documents")
+    tr.add_argument("--save-dtype", choices=sorted(DTYPES), default="float32")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--logging-steps", type=int, default=10)
+    tr.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
+    tr.set_defaults(func=cmd_train)
 
     conv = sub.add_parser("convert", help="convert a published checkpoint into hf_recurrent's format")
     conv.add_argument("format", help="source format, e.g. fla-gla (an unknown name lists the known ones)")
@@ -97,6 +173,28 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("dst", help="output directory (must not exist unless --overwrite)")
     conv.add_argument("--overwrite", action="store_true")
     conv.set_defaults(func=cmd_convert)
+
+    exp = sub.add_parser("export", help="write a self-contained Hub repository folder (remote code, model card)")
+    exp.add_argument("src", help="model directory (save_pretrained / convert output)")
+    exp.add_argument("dst", help="output directory (must not exist unless --overwrite)")
+    exp.add_argument("--max-shard-size", default="2GB", help="safetensors shard size limit (default 2GB)")
+    exp.add_argument("--model-name", help="name the model card uses, e.g. the Hub repo id (default: DST's name)")
+    exp.add_argument("--license", default="apache-2.0", help="license identifier for the card (default apache-2.0)")
+    exp.add_argument("--base-model", help="Hub id of the checkpoint this one was converted from")
+    exp.add_argument("--dataset", action="append", default=[], help="Hub id of a training dataset (repeatable)")
+    exp.add_argument("--conversion-source", help="how the weights were obtained, e.g. 'fla-gla from fla-hub/...'")
+    exp.add_argument("--parity", help="evidence the conversion is faithful, e.g. 'max |dlogits| 2e-6 vs fla 0.6.0'")
+    exp.add_argument("--overwrite", action="store_true")
+    exp.set_defaults(func=cmd_export)
+
+    push = sub.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
+    push.add_argument("dir", help="folder written by `hf-recurrent export`")
+    push.add_argument("repo_id", help="e.g. user/gla-1.3b (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", help="branch to upload to (created if missing; default main)")
+    push.add_argument("--token", help="Hub token (default: $HF_TOKEN, else the `hf auth login` cache)")
+    push.add_argument("--commit-message")
+    push.set_defaults(func=cmd_push)
     return parser
 
 

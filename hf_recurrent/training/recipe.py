@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from ..modeling.registry import ARCHITECTURES
 from ..tokenization import byte_level_tokenizer
@@ -37,6 +37,22 @@ class TrainSettings:
     save_dtype: str = "float32"
     seed: int = 0
     logging_steps: int = 10
+    max_minutes: float | None = None
+
+
+class _TimeLimit(TrainerCallback):
+    """Stops training (the model is still saved) once ``minutes`` of wall-clock time have passed."""
+
+    def __init__(self, minutes: float) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.deadline = self._clock() + 60 * minutes
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._clock() > self.deadline:
+            control.should_training_stop = True
+        return control
 
 
 def build_model(settings: TrainSettings, tokenizer) -> PreTrainedModel:
@@ -82,7 +98,11 @@ def train(settings: TrainSettings) -> Path:
         disable_tqdm=False,
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=dataset, data_collator=packed_collator if pack else batched_collator
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=packed_collator if pack else batched_collator,
+        callbacks=[_TimeLimit(settings.max_minutes)] if settings.max_minutes else None,
     )
     trainer.train()
     scratch.cleanup()
@@ -97,6 +117,7 @@ def train(settings: TrainSettings) -> Path:
         "files": len(files),
         "tokens": stream.numel(),
         "packed": pack,
+        "steps": trainer.state.global_step,
         "parameters": sum(p.numel() for p in model.parameters()),
         "log_history": trainer.state.log_history,
     }

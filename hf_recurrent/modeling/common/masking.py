@@ -1,7 +1,7 @@
 """Padding masks for recurrent layers and the logits slice of ``logits_to_keep``.
 
-Written here rather than imported from transformers' internals (``create_recurrent_attention_mask``,
-``slice_logits_to_keep``) because those appeared only in recent 5.x releases; the semantics are the same.
+Small enough to own rather than import from transformers' internals (``create_recurrent_attention_mask``,
+``slice_logits_to_keep`` are private helpers that have moved between 5.x releases); the semantics are the same.
 """
 
 from __future__ import annotations

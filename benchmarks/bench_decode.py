@@ -1,0 +1,138 @@
+"""Decode speed against the memory-bandwidth limit, for every architecture with a decode path.
+
+For each architecture (a ~1.3B published-size config, random weights, bf16) and batch size: tokens/s of
+``generate()`` (greedy, fixed number of new tokens) with the decode step replayed from a CUDA graph and eagerly,
+and the limit ``batch / (bytes moved per step / measured bandwidth)``, where a step reads every weight once (the
+embedding only for the batch's rows) and reads and writes the float32 recurrent state of every sequence.
+Peers in the same run where installed: flash-linear-attention's GLA and transformers' own Mamba / Mamba-2.
+
+    python benchmarks/bench_decode.py --out benchmarks/results/decode_<gpu>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from transformers import DynamicCache
+
+import hf_recurrent
+from benchmarks.common import environment, measured_bandwidth, write_json
+
+CONFIGS = {  # published ~1.3B shapes
+    "gla": dict(hidden_size=2048, num_hidden_layers=24, num_heads=4, expand_k=0.5, expand_v=1.0, hidden_ratio=4,
+                vocab_size=32000),
+    "retnet": dict(hidden_size=2048, num_hidden_layers=24, num_heads=8, vocab_size=32000),
+    "mamba": dict(hidden_size=2048, num_hidden_layers=48, vocab_size=50280),
+    "mamba2": dict(hidden_size=2048, num_hidden_layers=48, vocab_size=50280),
+    "rwkv7": dict(hidden_size=2048, num_hidden_layers=24, vocab_size=65536),
+}
+
+
+def state_bytes(model, batch: int) -> int:
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(torch.zeros(batch, 1, dtype=torch.long, device="cuda"), cache=cache, use_cache=True)
+    total = 0
+    for layer in cache.layers:
+        for table in (layer.conv_states, layer.recurrent_states):
+            total += sum(t.numel() * t.element_size() for t in table.values() if t is not None)
+    return total
+
+
+def weight_bytes(model, batch: int) -> int:
+    emb = model.get_input_embeddings().weight
+    full = sum(p.numel() * p.element_size() for p in model.parameters())
+    tied = model.lm_head.weight.data_ptr() == emb.data_ptr()
+    # the embedding table is gathered (batch rows), unless it is also the (fully read) LM head
+    return full if tied else full - emb.numel() * emb.element_size() + batch * emb.shape[1] * emb.element_size()
+
+
+def tokens_per_second(model, batch: int, new_tokens: int, prompt: int = 16) -> float:
+    ids = torch.randint(3, model.config.vocab_size, (batch, prompt), device="cuda")
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    model.generate(ids, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})  # warm-up: compile, capture
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model.generate(ids, **kwargs)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return batch * new_tokens / sorted(times)[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--archs", nargs="*", default=list(CONFIGS))
+    parser.add_argument("--batches", nargs="*", type=int, default=[1, 16, 64])
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--out", default="benchmarks/results/decode.json")
+    args = parser.parse_args()
+    bandwidth = measured_bandwidth()
+    rows = []
+    for name in args.archs:
+        if name not in hf_recurrent.ARCHITECTURES:
+            print(f"skip {name}: not registered")
+            continue
+        arch = hf_recurrent.ARCHITECTURES[name]
+        torch.manual_seed(0)
+        model = arch.causal_lm_class(arch.config_class(**CONFIGS[name])).to("cuda", torch.bfloat16).eval()
+        params = sum(p.numel() for p in model.parameters())
+        for batch in args.batches:
+            step_bytes = weight_bytes(model, batch) + 2 * state_bytes(model, batch)
+            limit = batch * bandwidth / step_bytes
+            row = dict(arch=name, params=params, batch=batch, bytes_per_step=step_bytes, limit_tok_s=limit)
+            for graphs in (True, False):
+                model.config.use_cuda_graphs = graphs
+                try:
+                    row["graph_tok_s" if graphs else "eager_tok_s"] = tokens_per_second(model, batch, args.new_tokens)
+                except Exception as err:  # noqa: BLE001 - recorded in the results
+                    row["graph_error" if graphs else "eager_error"] = repr(err)[:300]
+            row["fraction_of_limit"] = row.get("graph_tok_s", 0) / limit
+            rows.append(row)
+            print(row, flush=True)
+        del model
+        torch.cuda.empty_cache()
+    rows += peers(args.batches, args.new_tokens)
+    write_json(args.out, dict(environment=environment(), bandwidth_bytes_s=bandwidth, rows=rows))
+    print(f"{'arch':10} {'batch':>5} {'graph tok/s':>12} {'eager tok/s':>12} {'limit':>10} {'of limit':>8}")
+    for r in rows:
+        print(f"{r['arch']:10} {r['batch']:>5} {r.get('graph_tok_s', 0):>12.1f} {r.get('eager_tok_s', 0):>12.1f} "
+              f"{r.get('limit_tok_s', 0):>10.1f} {r.get('fraction_of_limit', 0):>8.2%}")
+
+
+def peers(batches: list[int], new_tokens: int) -> list[dict]:
+    """The same measurement for peer implementations of the same shapes (eager generate, their defaults)."""
+    rows = []
+    candidates = []
+    try:
+        from fla.models import GLAConfig, GLAForCausalLM
+
+        candidates.append(("fla-gla", lambda: GLAForCausalLM(GLAConfig(**CONFIGS["gla"], fuse_cross_entropy=False))))
+    except Exception as err:  # noqa: BLE001
+        rows.append(dict(arch="fla-gla", error=repr(err)[:300]))
+    from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
+
+    candidates.append(("hf-mamba", lambda: MambaForCausalLM(MambaConfig(hidden_size=2048, num_hidden_layers=48,
+                                                                       vocab_size=50280))))
+    candidates.append(("hf-mamba2", lambda: Mamba2ForCausalLM(Mamba2Config(hidden_size=2048, num_hidden_layers=48,
+                                                                         num_heads=64, head_dim=64, n_groups=1,
+                                                                         vocab_size=50280))))
+    for name, build in candidates:
+        try:
+            torch.manual_seed(0)
+            model = build().to("cuda", torch.bfloat16).eval()
+            for batch in batches[:2]:
+                rows.append(dict(arch=name, batch=batch, eager_tok_s=tokens_per_second(model, batch, new_tokens)))
+                print(rows[-1], flush=True)
+            del model
+            torch.cuda.empty_cache()
+        except Exception as err:  # noqa: BLE001
+            rows.append(dict(arch=name, error=repr(err)[:300]))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
