@@ -96,8 +96,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .conversion import convert
+    from .conversion.errors import ConversionError
 
-    convert(args.format, args.src, args.dst, overwrite=args.overwrite)
+    try:
+        convert(args.format, args.src, args.dst, overwrite=args.overwrite)
+    except ConversionError as err:
+        print(f"[hf-recurrent] conversion failed: {err}", file=sys.stderr)
+        return 2
     print(f"[hf-recurrent] converted {args.format} checkpoint {args.src} -> {args.dst}", file=sys.stderr)
     return 0
 
