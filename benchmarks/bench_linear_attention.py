@@ -21,9 +21,12 @@ import triton
 from triton.testing import do_bench
 
 from hf_recurrent.kernels.linear_attention import triton as ours
+from hf_recurrent.kernels.linear_attention import triton_chunk
 
 H, D, TOKENS = 16, 128, 16384
 SEQ_LENS = (2048, 4096, 8192, 16384)
+BASELINE = None  # --baseline: another version of triton_chunk.py, timed as "baseline" (vector decay)
+VARIANTS: tuple[str, ...] = ()  # --variants: also time ours (vector decay) with these kernel settings
 
 
 def _time(fn, grads_of=()):
@@ -59,6 +62,18 @@ def bench_one(T: int) -> dict:
             traceback.print_exc()
 
     record("ours", lambda: ours.chunk_gla(q, k, v, g, scale)[0], [q, k, v, g])
+    for variant in VARIANTS:  # "NAME=VALUE,NAME=VALUE": module settings of triton_chunk (BC, STATE_BK, STATE_BV)
+        settings = {name: int(value) for name, value in (kv.split("=") for kv in variant.split(","))}
+        saved = {name: getattr(triton_chunk, name) for name in settings}
+        for name, value in settings.items():
+            setattr(triton_chunk, name, value)
+        try:
+            record(f"ours[{variant}]", lambda: ours.chunk_gla(q, k, v, g, scale)[0], [q, k, v, g])
+        finally:
+            for name, value in saved.items():
+                setattr(triton_chunk, name, value)
+    if BASELINE is not None:
+        record("baseline", lambda: BASELINE.chunk_gla(q, k, v, g, scale)[0], [q, k, v, g])
     record("ours_scalar_decay", lambda: ours.chunk_gla(q, k, v, g_scalar, scale)[0], [q, k, v, g_scalar])
     try:
         from fla.ops.gla import chunk_gla as fla_chunk_gla
@@ -81,6 +96,15 @@ def bench_one(T: int) -> dict:
     return row
 
 
+def _tuned() -> dict:
+    """Launch settings the autotuner chose for our kernels, per tuning key."""
+    out = {}
+    for name in ("_fwd_h_kernel", "_fwd_o_kernel", "_bwd_dh_kernel", "_bwd_kernel"):
+        cache = getattr(getattr(triton_chunk, name), "cache", {})
+        out[name] = {str(key): str(config) for key, config in cache.items()}
+    return out
+
+
 def _write(out: str, gpu: str, fla_version: str | None, rows: list[dict]) -> None:
     result = {
         "gpu": gpu,
@@ -93,6 +117,7 @@ def _write(out: str, gpu: str, fla_version: str | None, rows: list[dict]) -> Non
         "tokens": TOKENS,
         "timing": "triton.testing.do_bench median, ms",
         "rows": rows,
+        "tuned": _tuned(),
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
@@ -116,7 +141,18 @@ def main() -> None:
     slug = re.sub(r"[^A-Za-z0-9]+", "_", gpu).strip("_")
     parser.add_argument("--out", default=f"benchmarks/results/linear_attention_{slug}.json")
     parser.add_argument("--profile", action="store_true", help="also print per-kernel times of ours at T=2048")
+    parser.add_argument("--variants", nargs="*", default=[], help="e.g. BC=32 STATE_BV=32,STATE_BK=64 (vector decay)")
+    parser.add_argument("--baseline", help="path of another triton_chunk.py to time as 'baseline' (vector decay)")
+    parser.add_argument("--seq-lens", type=int, nargs="*", default=list(SEQ_LENS))
     args = parser.parse_args()
+    global VARIANTS, BASELINE
+    VARIANTS = tuple(args.variants)
+    if args.baseline:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("hf_recurrent.kernels.linear_attention._baseline", args.baseline)
+        BASELINE = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(BASELINE)
     try:
         import fla
 
@@ -124,15 +160,16 @@ def main() -> None:
     except Exception:  # noqa: BLE001
         fla_version = None
     rows = []
-    for T in SEQ_LENS:
+    for T in args.seq_lens:
         rows.append(bench_one(T))
         print(json.dumps(rows[-1]), flush=True)
         _write(args.out, gpu, fla_version, rows)
     if args.profile:
         _profile()
     print(f"{gpu}  torch {torch.__version__}  triton {triton.__version__}  fla {fla_version}")
-    cols = ["ours", "ours_scalar_decay", "fla", "sdpa"]
-    print(f"{'T':>6} " + " ".join(f"{c + ' fwd/fwd+bwd':>30}" for c in cols) + "   fla/ours  sdpa/ours (fwd+bwd)")
+    cols = ["ours", *[f"ours[{v}]" for v in VARIANTS], *(["baseline"] if BASELINE else []), "ours_scalar_decay"]
+    cols += ["fla", "sdpa"]
+    print(f"{'T':>6} " + " ".join(f"{c:>22}" for c in cols) + "   fla/ours  sdpa/ours (fwd+bwd)")
     for r in rows:
         cells = []
         for c in cols:
@@ -144,7 +181,7 @@ def main() -> None:
         ratios = [
             f"{r[f'{c}_fwdbwd_ms'] / ours_t:.2f}x" if ours_t and f"{c}_fwdbwd_ms" in r else "-" for c in ("fla", "sdpa")
         ]
-        print(f"{r['T']:>6} " + " ".join(f"{x:>30}" for x in cells) + f"   {ratios[0]:>8}  {ratios[1]:>9}")
+        print(f"{r['T']:>6} " + " ".join(f"{x:>22}" for x in cells) + f"   {ratios[0]:>8}  {ratios[1]:>9}")
     print(f"wrote {args.out}")
 
 

@@ -15,6 +15,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import hf_recurrent  # noqa: E402
+
+# Tests run thousands of tiny ops: one thread avoids the pool's overhead (10x on a busy 2-core machine).
+torch.set_num_threads(1)
 from hf_recurrent.modeling.registry import ARCHITECTURES  # noqa: E402
 
 ARCH_CASES = [

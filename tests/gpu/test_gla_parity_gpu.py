@@ -32,8 +32,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 CONFIG = dict(vocab_size=1000, hidden_size=512, num_hidden_layers=4, num_heads=4, num_kv_heads=2, hidden_ratio=4,
               use_short_conv=True)
 BATCH, SEQ_LEN, NEW_TOKENS = 2, 300, 24
-MODES = ["chunk", "fused_recurrent"]
-TF32_XFAIL = pytest.mark.xfail(strict=False, reason="fla chunk kernels may use TF32 dots for fp32 inputs")
+# fla's chunk mode is left out: fla reports its chunk kernels miscompile on Hopper with Triton >= 3.4, < 3.7.1, and
+# here (H200, Triton 3.6) its bf16 chunk forward did not finish within 150 s.
+MODES = ["fused_recurrent"]
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +74,23 @@ def _relative_error(path: Path, fla: torch.nn.Module, ids: torch.Tensor, mode: s
 
 
 @pytest.mark.parametrize("mode", MODES)
+@torch.no_grad()
 def test_bf16_logits(checkpoints, input_ids, mode: str) -> None:
+    """In bf16 both models round: ours must be as close to the exact (fp32) logits as fla's own bf16 run is.
+
+    A fixed bound would not do: this random model's bf16 logits are ~4% (norm) from its fp32 ones in either code.
+    """
     fla, ours = checkpoints
-    assert _relative_error(ours, fla, input_ids, mode, torch.bfloat16) <= 1e-2
+    exact = _fla_on_gpu(fla, mode, torch.float32)(input_ids=input_ids, use_cache=False).logits.float()
+    fla_bf16 = _fla_on_gpu(fla, mode, torch.bfloat16)(input_ids=input_ids, use_cache=False).logits.float()
+    ours_bf16 = _ours_on_gpu(ours, torch.bfloat16)(input_ids).logits.float()
+    fla_err = ((fla_bf16 - exact).norm() / exact.norm()).item()
+    our_err = ((ours_bf16 - exact).norm() / exact.norm()).item()
+    print(f"[gla gpu parity] bf16 vs exact fp32: ours {our_err:.3e}, fla {mode} {fla_err:.3e}")
+    assert our_err <= max(1.25 * fla_err, 1e-2)
 
 
-@pytest.mark.parametrize("mode", [pytest.param("chunk", marks=TF32_XFAIL), "fused_recurrent"])
+@pytest.mark.parametrize("mode", MODES)
 def test_fp32_logits(checkpoints, input_ids, mode: str) -> None:
     fla, ours = checkpoints
     assert _relative_error(ours, fla, input_ids, mode, torch.float32) <= 1e-4

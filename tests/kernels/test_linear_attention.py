@@ -90,6 +90,27 @@ def test_chunk_triton_strong_decay_is_stable():
     _compare(got, want)
 
 
+@pytest.mark.parametrize("case", ["fallback_only", "mixed_chunks", "near_threshold"])
+def test_chunk_triton_vector_decay_paths(case, monkeypatch):
+    """Vector decay takes one matrix product per chunk when its decay spread is small, sub-chunks otherwise.
+
+    'fallback_only' forces the sub-chunk path on ordinary decays; 'mixed_chunks' has strong decays in the first
+    64 tokens only, so chunks of one sequence take different paths; 'near_threshold' has spreads up to ~57 (the
+    one-product path, factors up to e^28).
+    """
+    q, k, v, g, h0 = _inputs(1, 150, 2, 24, 20, "vector", 1, initial_state=True, seed=7)
+    if case == "fallback_only":
+        monkeypatch.setattr("hf_recurrent.kernels.linear_attention.triton_chunk._fast_spread", lambda dtype: 0.0)
+    elif case == "near_threshold":
+        g = -0.8 - 0.1 * torch.rand(g.shape, generator=torch.Generator().manual_seed(9))
+    else:
+        g_strong = _inputs(1, 150, 2, 24, 20, "vector", 1, initial_state=False, seed=8, strong=True)[3]
+        g = torch.cat([g_strong[:, :64], g[:, 64:]], dim=1)
+    got = _run_and_grad(triton_impl.chunk_gla, q, k, v, g, h0, None)
+    want = _run_and_grad(reference.recurrent_gla, q, k, v, g, h0, None)
+    _compare(got, want)
+
+
 def test_dispatch_triton_without_final_state():
     """Through the public op with ``backend='triton'``: no final state, no initial state, default scale."""
     q, k, v, g, _ = _inputs(1, 40, 2, 16, 16, "vector", 1, initial_state=False, seed=4)
@@ -133,3 +154,15 @@ def test_reference_chunk_matches_recurrent(decay):
     got = _run_and_grad(reference.chunk_gla, q, k, v, g, h0, cu)
     want = _run_and_grad(reference.recurrent_gla, q, k, v, g, h0, cu)
     _compare(got, want, rtol=1e-5)
+
+
+def test_chunk_triton_accepts_a_broadcast_decay():
+    """RetNet passes its fixed per-head decay expanded over (B, T): zero strides must be read as the values."""
+    torch.manual_seed(3)
+    B, T, H, K, V = 2, 70, 2, 16, 16
+    q, k, v = torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V)
+    g = torch.tensor([-0.05, -0.3]).expand(B, T, H)
+    o, s = gated_linear_attention(q, k, v, g, output_final_state=True, backend="triton")
+    ro, rs = gated_linear_attention(q, k, v, g.contiguous(), output_final_state=True, backend="reference")
+    torch.testing.assert_close(o, ro, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s, rs, rtol=1e-4, atol=1e-4)

@@ -12,10 +12,15 @@ log decay from the chunk start (float32). With ``h`` the state entering the chun
 
     h' = \mathrm{diag}(e^{G_L})\, h + \sum_j (k_j \odot e^{G_L - G_j})^\top v_j .
 
-Every exponent is a difference ``G_a - G_b`` with ``a >= b`` (``<= 0``): nothing overflows, whatever the decay.
-For vector decay ``A`` is built in sub-chunks of ``BC = 16`` rows: between sub-chunks through a reference row ``r``
-between them, ``e^{G_i - G_j} = e^{G_i - G_r} e^{G_r - G_j}`` (both factors ``<= 1``, one matrix product); inside a
-sub-chunk element by element. Scalar decay (one ``g`` per head) needs no sub-chunks: ``A = (q k^T) \odot e^{G_i - G_j}``.
+For vector decay ``A`` is a matrix product through a reference value ``c`` per key,
+``e^{G_i - G_j} = e^{G_i - c} e^{c - G_j}``. Path 1 (``PATH = 1``; every chunk of usual gates): ``c`` is the
+mid-range of the chunk, ``(G_first + G_last) / 2``, so each factor lies within ``e^{+-s/2}`` with ``s`` the chunk's
+decay spread ``max_k (G_first - G_last)``; the chunk takes this path when ``s <= FAST_SPREAD`` (60, or 8 for float16
+operands), where no factor can overflow or underflow, and ``A = (q e^{G - c})(k e^{c - G})^T`` is one product, as
+for scalar decay. Path 2 (the other chunks, any decay): sub-chunks of ``BC = 16`` rows; between sub-chunks through a
+reference row ``r`` between them (both factors ``<= 1``, one product); inside a sub-chunk element by element, every
+exponent a difference ``G_a - G_b`` with ``a >= b`` (``<= 0``). Each path is its own launch of the same kernels,
+skipping the chunks of the other. Scalar decay (one ``g`` per head): ``A = (q k^T) \odot e^{G_i - G_j}``.
 
 Backward, with ``dh'`` the gradient of the state leaving the chunk (a reverse scan over chunks,
 ``dh = diag(e^{G_L}) dh' + scale \sum_i (q_i \odot e^{G_i})^\top do_i``) and ``dA_{ij} = do_i \cdot v_j``:
@@ -44,7 +49,8 @@ import triton.language as tl
 from ..backend import triton_interpreting
 
 BT = 64  # chunk length
-BC = 16  # sub-chunk length (vector decay)
+BC = 16  # rows per program of the output and gradient kernels (sub-chunk length of the vector-decay fallback)
+STATE_BK, STATE_BV = 64, 64  # state tile of the two scans over chunks (smaller tiles: more programs in flight)
 
 # log-decay kinds (constexpr DECAY)
 _NONE, _SCALAR, _VECTOR = 0, 1, 2
@@ -57,6 +63,37 @@ _CONFIGS = (
     else [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (1, 2)]
 )
 _KEY = ["H", "K", "V", "DECAY"]
+_KEY_SUB = _KEY + ["BC", "PATH"]
+_KEY_STATE = _KEY + ["BK", "BV"]
+# Output and gradient kernels also tune their key/value tiles (BK, BV): [64, 128] float32 tiles spill registers.
+# Under the interpreter, 16-wide tiles: several tiles per head dim, so the loops over them are tested.
+_SUB_CONFIGS = (
+    [triton.Config({"BK": 16, "BV": 16})]
+    if triton_interpreting()
+    else [
+        triton.Config({"BK": bk, "BV": bv}, num_warps=w, num_stages=s)
+        for bk, bv, w, s in (
+            (32, 64, 8, 1), (32, 64, 8, 2), (32, 64, 4, 2), (64, 64, 8, 1), (64, 64, 8, 2), (128, 128, 8, 2),
+        )
+    ]
+)
+
+
+def _prune_sub(configs, named_args, **kwargs):
+    """Tiles no wider than needed; the sub-chunk path of vector decay (rarely taken) gets one setting untuned."""
+    bk_cap = max(_block(kwargs["K"]), 32)
+    bv_cap = max(_block(kwargs["V"]), 64)
+    kept = [c for c in configs if c.kwargs["BK"] <= bk_cap and c.kwargs["BV"] <= bv_cap] or configs[:1]
+    return kept[:1] if kwargs.get("PATH") == 2 else kept
+
+
+@triton.jit
+def _dot(a, b):
+    """``a @ b`` accumulated in float32; float32 operands multiply in full float32 (not TF32): float32 means float32."""
+    if a.dtype == tl.float32:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
 
 
 @triton.jit
@@ -72,7 +109,8 @@ def _tile(base, row0, row_end, stride, col0, ncols, R: tl.constexpr, C: tl.const
 def _row(base, row, row_end, stride, col0, ncols, C: tl.constexpr):
     """Row ``row`` (zero if ``row >= row_end``), columns ``col0 + arange(C)``."""
     c = col0 + tl.arange(0, C)
-    return tl.load(base + row.to(tl.int64) * stride + c, mask=(c < ncols) & (row < row_end), other=0.0)
+    in_rows = (c * 0 + row) < row_end  # a tensor, not a scalar: Triton 3.9's interpreter needs a bool-array mask
+    return tl.load(base + row.to(tl.int64) * stride + c, mask=(c < ncols) & in_rows, other=0.0)
 
 
 @triton.jit
@@ -86,6 +124,25 @@ def _vec(base, row0, row_end, stride, R: tl.constexpr):
 def _state_ptrs(base, idx, i_h, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, kk, vv):
     """Pointers to block ``(kk, vv)`` of state ``idx`` of head ``i_h`` in a ``[*, H, K, V]`` tensor."""
     return base + (idx * H + i_h).to(tl.int64) * (K * V) + kk[:, None] * V + vv[None, :]
+
+
+@triton.jit
+def _skip_chunk(G, i_h, t0, last, eos, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, PATH: tl.constexpr,
+                FAST_SPREAD: tl.constexpr):
+    """Vector decay: whether this launch (``PATH`` 1 one product per chunk, 2 sub-chunks) leaves the chunk to the other.
+
+    The chunk takes path 1 when its decay spread ``max_k (G_first - G_last)`` is at most ``FAST_SPREAD``."""
+    b_s = tl.zeros([BK], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        g_0 = _row(G + i_h * K, t0, eos, H * K, i_k * BK, K, BK)
+        g_l = _row(G + i_h * K, last, eos, H * K, i_k * BK, K, BK)
+        b_s = tl.maximum(b_s, g_0 - g_l)
+    spread = tl.max(b_s, axis=0)
+    if PATH == 1:
+        skip = spread > FAST_SPREAD
+    else:
+        skip = spread <= FAST_SPREAD
+    return skip
 
 
 @triton.jit
@@ -109,7 +166,7 @@ def _chunk_cumsum_kernel(
     tl.store(y + off, b_y.to(y.dtype.element_ty), mask=m)
 
 
-@triton.autotune(_CONFIGS, key=_KEY)
+@triton.autotune(_CONFIGS, key=_KEY_STATE)
 @triton.jit
 def _fwd_h_kernel(
     k, v, G, h0, hs, ht, cu_seqlens, chunk_offsets,
@@ -144,17 +201,17 @@ def _fwd_h_kernel(
             g_last = tl.load(G + last.to(tl.int64) * H + i_h)
             b_k = b_k * tl.exp(g_last - b_g)[:, None]
             b_h *= tl.exp(g_last)
-        b_h += tl.dot(tl.trans(b_k.to(b_v.dtype)), b_v)
+        b_h += _dot(tl.trans(b_k.to(b_v.dtype)), b_v)
     tl.store(_state_ptrs(hs, i_s0 + nt, i_h, H, K, V, kk, vv), b_h.to(hs.dtype.element_ty), mask=m_kv)
     tl.store(_state_ptrs(ht, i_n, i_h, H, K, V, kk, vv), b_h, mask=m_kv)
 
 
-@triton.autotune(_CONFIGS, key=_KEY)
+@triton.autotune(_SUB_CONFIGS, key=_KEY_SUB, prune_configs_by={"early_config_prune": _prune_sub})
 @triton.jit
 def _fwd_o_kernel(
     q, k, v, G, hs, o, cu_seqlens, chunk_indices, chunk_offsets, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, DECAY: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, DECAY: tl.constexpr, FAST_SPREAD: tl.constexpr, PATH: tl.constexpr,
 ):
     """Output of one sub-chunk of ``BC`` rows: intra-chunk attention plus the contribution of the entering state."""
     NS: tl.constexpr = BT // BC
@@ -172,40 +229,53 @@ def _fwd_o_kernel(
     rt = tl.arange(0, BT)
     dt = v.dtype.element_ty
 
+    last = tl.minimum(t0 + BT, eos) - 1  # last row of the chunk
+    if DECAY == 2:
+        if _skip_chunk(G, i_h, t0, last, eos, H, K, BK, PATH, FAST_SPREAD):
+            return
     b_A = tl.zeros([BC, BT], dtype=tl.float32)  # A[ob + i, j]
     for i_k in range(tl.cdiv(K, BK)):
         b_q = _tile(q + i_h * K, r0, eos, H * K, i_k * BK, K, BC, BK)
         b_k = _tile(k + i_h * K, t0, eos, H * K, i_k * BK, K, BT, BK)
         if DECAY == 2:
             b_gq = _tile(G + i_h * K, r0, eos, H * K, i_k * BK, K, BC, BK)
-            if i_a > 0:
-                # earlier sub-chunks, through the reference row r0 - 1
-                g_r = _row(G + i_h * K, r0 - 1, eos, H * K, i_k * BK, K, BK)
+            if PATH == 1:
+                # whole chunk through one reference value per key (its mid-range): one matrix product
+                g_0 = _row(G + i_h * K, t0, eos, H * K, i_k * BK, K, BK)
+                g_c = 0.5 * (g_0 + _row(G + i_h * K, last, eos, H * K, i_k * BK, K, BK))
                 b_g = _tile(G + i_h * K, t0, eos, H * K, i_k * BK, K, BT, BK)
-                b_qf = b_q * tl.exp(tl.minimum(b_gq - g_r[None, :], 0.0))
-                b_kf = tl.where((rt < ob)[:, None], b_k * tl.exp(tl.minimum(g_r[None, :] - b_g, 0.0)), 0.0)
-                b_A += tl.dot(b_qf.to(dt), tl.trans(b_kf.to(dt)))
-            for j in range(BC):
-                # diagonal sub-chunk, column ob + j, element by element
-                b_kj = _row(k + i_h * K, r0 + j, eos, H * K, i_k * BK, K, BK).to(tl.float32)
-                b_gj = _row(G + i_h * K, r0 + j, eos, H * K, i_k * BK, K, BK)
-                b_e = tl.where((rb >= j)[:, None], tl.exp(tl.minimum(b_gq - b_gj[None, :], 0.0)), 0.0)
-                b_s = tl.sum(b_q * b_kj[None, :] * b_e, axis=1)
-                b_A += tl.where(rt[None, :] == ob + j, b_s[:, None], 0.0)
+                b_qf = b_q * tl.exp(tl.minimum(b_gq - g_c[None, :], 0.5 * FAST_SPREAD))
+                b_kf = b_k * tl.exp(tl.minimum(g_c[None, :] - b_g, 0.5 * FAST_SPREAD))
+                b_A += _dot(b_qf.to(dt), tl.trans(b_kf.to(dt)))
+            else:
+                if i_a > 0:
+                    # earlier sub-chunks, through the reference row r0 - 1
+                    g_r = _row(G + i_h * K, r0 - 1, eos, H * K, i_k * BK, K, BK)
+                    b_g = _tile(G + i_h * K, t0, eos, H * K, i_k * BK, K, BT, BK)
+                    b_qf = b_q * tl.exp(tl.minimum(b_gq - g_r[None, :], 0.0))
+                    b_kf = tl.where((rt < ob)[:, None], b_k * tl.exp(tl.minimum(g_r[None, :] - b_g, 0.0)), 0.0)
+                    b_A += _dot(b_qf.to(dt), tl.trans(b_kf.to(dt)))
+                for j in range(BC):
+                    # diagonal sub-chunk, column ob + j, element by element
+                    b_kj = _row(k + i_h * K, r0 + j, eos, H * K, i_k * BK, K, BK).to(tl.float32)
+                    b_gj = _row(G + i_h * K, r0 + j, eos, H * K, i_k * BK, K, BK)
+                    b_e = tl.where((rb >= j)[:, None], tl.exp(tl.minimum(b_gq - b_gj[None, :], 0.0)), 0.0)
+                    b_s = tl.sum(b_q * b_kj[None, :] * b_e, axis=1)
+                    b_A += tl.where(rt[None, :] == ob + j, b_s[:, None], 0.0)
         else:
-            b_A += tl.dot(b_q, tl.trans(b_k))
+            b_A += _dot(b_q, tl.trans(b_k))
     if DECAY == 1:
         b_gq = _vec(G + i_h, r0, eos, H, BC)
         b_g = _vec(G + i_h, t0, eos, H, BT)
         m_A = (ob + rb)[:, None] >= rt[None, :]
         b_A = tl.where(m_A, b_A * tl.exp(tl.minimum(b_gq[:, None] - b_g[None, :], 0.0)), 0.0)
-    elif DECAY == 0:
+    else:
         b_A = tl.where((ob + rb)[:, None] >= rt[None, :], b_A, 0.0)
 
     for i_v in range(tl.cdiv(V, BV)):
         vv = i_v * BV + tl.arange(0, BV)
         b_v = _tile(v + i_h * V, t0, eos, H * V, i_v * BV, V, BT, BV)
-        b_o = tl.dot(b_A.to(dt), b_v)
+        b_o = _dot(b_A.to(dt), b_v)
         for i_k in range(tl.cdiv(K, BK)):
             kk = i_k * BK + tl.arange(0, BK)
             b_q = _tile(q + i_h * K, r0, eos, H * K, i_k * BK, K, BC, BK)
@@ -215,13 +285,13 @@ def _fwd_o_kernel(
                 b_q = b_q * tl.exp(b_gq)[:, None]
             m_kv = (kk < K)[:, None] & (vv < V)[None, :]
             b_h = tl.load(_state_ptrs(hs, i_hs, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
-            b_o += tl.dot(b_q.to(dt), b_h.to(dt))
+            b_o += _dot(b_q.to(dt), b_h.to(dt))
         r = r0 + rb
         p_o = o + (r.to(tl.int64) * H + i_h)[:, None] * V + vv[None, :]
         tl.store(p_o, (b_o * scale).to(o.dtype.element_ty), mask=(r < eos)[:, None] & (vv < V)[None, :])
 
 
-@triton.autotune(_CONFIGS, key=_KEY)
+@triton.autotune(_CONFIGS, key=_KEY_STATE)
 @triton.jit
 def _bwd_dh_kernel(
     q, do, G, dht, dhs, dh0, cu_seqlens, chunk_offsets, scale,
@@ -257,16 +327,16 @@ def _bwd_dh_kernel(
             g_last = tl.load(G + last.to(tl.int64) * H + i_h)
             b_q = b_q * tl.exp(b_g)[:, None]
             b_dh *= tl.exp(g_last)
-        b_dh += tl.dot(tl.trans(b_q.to(b_do.dtype)), b_do)
+        b_dh += _dot(tl.trans(b_q.to(b_do.dtype)), b_do)
     tl.store(_state_ptrs(dh0, i_n, i_h, H, K, V, kk, vv), b_dh, mask=m_kv)
 
 
-@triton.autotune(_CONFIGS, key=_KEY)
+@triton.autotune(_SUB_CONFIGS, key=_KEY_SUB, prune_configs_by={"early_config_prune": _prune_sub})
 @triton.jit
 def _bwd_kernel(
     q, k, v, G, hs, do, dhs, dq, dk, dv, dG, cu_seqlens, chunk_indices, chunk_offsets, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, DECAY: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, DECAY: tl.constexpr, FAST_SPREAD: tl.constexpr, PATH: tl.constexpr,
 ):
     """``dq, dk, dv`` and ``dG`` (before the reverse cumulative sum) of one sub-chunk of ``BC`` rows."""
     NS: tl.constexpr = BT // BC
@@ -280,6 +350,9 @@ def _bwd_kernel(
     if r0 >= eos:
         return
     last = tl.minimum(t0 + BT, eos) - 1  # last row of the chunk
+    if DECAY == 2:
+        if _skip_chunk(G, i_h, t0, last, eos, H, K, BK, PATH, FAST_SPREAD):
+            return
     e = tl.minimum(r0 + BC, eos) - 1  # last row of this sub-chunk
     i_hs = tl.load(chunk_offsets + i_n) + i_n + i_c  # state entering the chunk; + 1: leaving it
     i_dh = tl.load(chunk_offsets + i_n) + i_c
@@ -296,8 +369,8 @@ def _bwd_kernel(
         b_v_a = _tile(v + i_h * V, r0, eos, H * V, i_v * BV, V, BC, BV)
         b_do = _tile(do + i_h * V, t0, eos, H * V, i_v * BV, V, BT, BV)
         b_v = _tile(v + i_h * V, t0, eos, H * V, i_v * BV, V, BT, BV)
-        b_dAr += tl.dot(b_do_a, tl.trans(b_v))
-        b_dAc += tl.dot(b_do, tl.trans(b_v_a))
+        b_dAr += _dot(b_do_a, tl.trans(b_v))
+        b_dAc += _dot(b_do, tl.trans(b_v_a))
     m_r = (ob + rb)[:, None] >= rt[None, :]
     m_c = rt[:, None] >= (ob + rb)[None, :]
     b_dAr = tl.where(m_r, b_dAr, 0.0)
@@ -309,8 +382,8 @@ def _bwd_kernel(
         b_dAr = b_dAr * tl.exp(tl.minimum(b_gq[:, None] - b_g[None, :], 0.0))
         b_dAc = b_dAc * tl.exp(tl.minimum(b_g[:, None] - b_gq[None, :], 0.0))
 
-    b_Ac = tl.zeros([BT, BC], dtype=tl.float32)  # A[i, ob + j]; for vector decay only rows after the sub-chunk
-    b_Ad = tl.zeros([BC, BC], dtype=tl.float32)  # A[ob + i, ob + j] (vector decay)
+    b_Ac = tl.zeros([BT, BC], dtype=tl.float32)  # A[i, ob + j]; on the sub-chunk path only rows after the sub-chunk
+    b_Ad = tl.zeros([BC, BC], dtype=tl.float32)  # A[ob + i, ob + j] (sub-chunk path)
     b_dgs = tl.zeros([BC], dtype=tl.float32)  # dG (scalar decay)
     for i_k in range(tl.cdiv(K, BK)):
         kk = i_k * BK + tl.arange(0, BK)
@@ -324,32 +397,42 @@ def _bwd_kernel(
             b_ga = _tile(G + i_h * K, r0, eos, H * K, i_k * BK, K, BC, BK)
             b_g = _tile(G + i_h * K, t0, eos, H * K, i_k * BK, K, BT, BK)
             g_last = _row(G + i_h * K, last, eos, H * K, i_k * BK, K, BK)
-            if i_a > 0:
-                # columns of earlier sub-chunks, through the reference row r0 - 1
-                g_r = _row(G + i_h * K, r0 - 1, eos, H * K, i_k * BK, K, BK)
-                b_kf = tl.where((rt < ob)[:, None], b_k * tl.exp(tl.minimum(g_r[None, :] - b_g, 0.0)), 0.0)
-                b_dqi += tl.dot(b_dAr.to(dt), b_kf.to(dt)) * tl.exp(tl.minimum(b_ga - g_r[None, :], 0.0))
-            if e < last:
-                # rows of later sub-chunks, through the reference row e
-                g_r = _row(G + i_h * K, e, eos, H * K, i_k * BK, K, BK)
-                b_qf = tl.where((t0 + rt > e)[:, None], b_q * tl.exp(tl.minimum(b_g - g_r[None, :], 0.0)), 0.0)
-                b_kf = b_k_a * tl.exp(tl.minimum(g_r[None, :] - b_ga, 0.0))
-                b_dki += tl.dot(tl.trans(b_dAc).to(dt), b_qf.to(dt)) * tl.exp(tl.minimum(g_r[None, :] - b_ga, 0.0))
-                b_Ac += tl.dot(b_qf.to(dt), tl.trans(b_kf.to(dt)))
-            for j in range(BC):
-                # diagonal sub-chunk, element by element
-                b_kj = _row(k + i_h * K, r0 + j, eos, H * K, i_k * BK, K, BK).to(tl.float32)
-                b_gj = _row(G + i_h * K, r0 + j, eos, H * K, i_k * BK, K, BK)
-                b_e = tl.where((rb >= j)[:, None], tl.exp(tl.minimum(b_ga - b_gj[None, :], 0.0)), 0.0)
-                b_Ad += tl.where(rb[None, :] == j, tl.sum(b_q_a * b_kj[None, :] * b_e, axis=1)[:, None], 0.0)
-                b_c = tl.sum(tl.where(rt[None, :] == ob + j, b_dAr, 0.0), axis=1)  # dA[ob + i, ob + j]
-                b_dqi += b_c[:, None] * b_kj[None, :] * b_e
-                b_dkj = tl.sum(b_c[:, None] * b_q_a * b_e, axis=0)
-                b_dki += tl.where(rb[:, None] == j, b_dkj[None, :], 0.0)
+            if PATH == 1:
+                # whole chunk through one reference value per key (see the forward)
+                g_c = 0.5 * (_row(G + i_h * K, t0, eos, H * K, i_k * BK, K, BK) + g_last)
+                b_kf = b_k * tl.exp(tl.minimum(g_c[None, :] - b_g, 0.5 * FAST_SPREAD))
+                b_qf = b_q * tl.exp(tl.minimum(b_g - g_c[None, :], 0.5 * FAST_SPREAD))
+                b_ea = tl.exp(tl.minimum(g_c[None, :] - b_ga, 0.5 * FAST_SPREAD))  # e^{c - G_j}, rows of the sub-chunk
+                b_dqi += _dot(b_dAr.to(dt), b_kf.to(dt)) * tl.exp(tl.minimum(b_ga - g_c[None, :], 0.5 * FAST_SPREAD))
+                b_dki += _dot(tl.trans(b_dAc).to(dt), b_qf.to(dt)) * b_ea
+                b_Ac += _dot(b_qf.to(dt), tl.trans((b_k_a * b_ea).to(dt)))
+            else:
+                if i_a > 0:
+                    # columns of earlier sub-chunks, through the reference row r0 - 1
+                    g_r = _row(G + i_h * K, r0 - 1, eos, H * K, i_k * BK, K, BK)
+                    b_kf = tl.where((rt < ob)[:, None], b_k * tl.exp(tl.minimum(g_r[None, :] - b_g, 0.0)), 0.0)
+                    b_dqi += _dot(b_dAr.to(dt), b_kf.to(dt)) * tl.exp(tl.minimum(b_ga - g_r[None, :], 0.0))
+                if e < last:
+                    # rows of later sub-chunks, through the reference row e
+                    g_r = _row(G + i_h * K, e, eos, H * K, i_k * BK, K, BK)
+                    b_qf = tl.where((t0 + rt > e)[:, None], b_q * tl.exp(tl.minimum(b_g - g_r[None, :], 0.0)), 0.0)
+                    b_kf = b_k_a * tl.exp(tl.minimum(g_r[None, :] - b_ga, 0.0))
+                    b_dki += _dot(tl.trans(b_dAc).to(dt), b_qf.to(dt)) * tl.exp(tl.minimum(g_r[None, :] - b_ga, 0.0))
+                    b_Ac += _dot(b_qf.to(dt), tl.trans(b_kf.to(dt)))
+                for j in range(BC):
+                    # diagonal sub-chunk, element by element
+                    b_kj = _row(k + i_h * K, r0 + j, eos, H * K, i_k * BK, K, BK).to(tl.float32)
+                    b_gj = _row(G + i_h * K, r0 + j, eos, H * K, i_k * BK, K, BK)
+                    b_e = tl.where((rb >= j)[:, None], tl.exp(tl.minimum(b_ga - b_gj[None, :], 0.0)), 0.0)
+                    b_Ad += tl.where(rb[None, :] == j, tl.sum(b_q_a * b_kj[None, :] * b_e, axis=1)[:, None], 0.0)
+                    b_c = tl.sum(tl.where(rt[None, :] == ob + j, b_dAr, 0.0), axis=1)  # dA[ob + i, ob + j]
+                    b_dqi += b_c[:, None] * b_kj[None, :] * b_e
+                    b_dkj = tl.sum(b_c[:, None] * b_q_a * b_e, axis=0)
+                    b_dki += tl.where(rb[:, None] == j, b_dkj[None, :], 0.0)
         else:
-            b_dqi += tl.dot(b_dAr.to(dt), b_k)
-            b_dki += tl.dot(tl.trans(b_dAc).to(dt), b_q)
-            b_Ac += tl.dot(b_q, tl.trans(b_k_a))
+            b_dqi += _dot(b_dAr.to(dt), b_k)
+            b_dki += _dot(tl.trans(b_dAc).to(dt), b_q)
+            b_Ac += _dot(b_q, tl.trans(b_k_a))
 
         # contributions of the entering state h and of the gradient dh' of the leaving one
         b_dqh = tl.zeros([BC, BK], dtype=tl.float32)
@@ -362,8 +445,8 @@ def _bwd_kernel(
             b_v_a = _tile(v + i_h * V, r0, eos, H * V, i_v * BV, V, BC, BV)
             b_h = tl.load(_state_ptrs(hs, i_hs, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
             b_dh = tl.load(_state_ptrs(dhs, i_dh, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
-            b_dqh += tl.dot(b_do_a, tl.trans(b_h.to(dt)))
-            b_dkh += tl.dot(b_v_a, tl.trans(b_dh.to(dt)))
+            b_dqh += _dot(b_do_a, tl.trans(b_h.to(dt)))
+            b_dkh += _dot(b_v_a, tl.trans(b_dh.to(dt)))
             if DECAY > 0:
                 if last <= e:
                     b_he = tl.load(_state_ptrs(hs, i_hs + 1, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
@@ -391,16 +474,16 @@ def _bwd_kernel(
         tl.store(dG + r.to(tl.int64) * H + i_h, b_dgs, mask=r < eos)
     if DECAY == 1:
         b_Ac = tl.where(m_c, b_Ac * tl.exp(tl.minimum(b_g[:, None] - b_gq[None, :], 0.0)), 0.0)
-    elif DECAY == 0:
+    else:
         b_Ac = tl.where(m_c, b_Ac, 0.0)
 
     for i_v in range(tl.cdiv(V, BV)):
         vv = i_v * BV + tl.arange(0, BV)
         b_do = _tile(do + i_h * V, t0, eos, H * V, i_v * BV, V, BT, BV)
-        b_dv = tl.dot(tl.trans(b_Ac).to(dt), b_do)
-        if DECAY == 2:
+        b_dv = _dot(tl.trans(b_Ac).to(dt), b_do)
+        if PATH == 2:
             b_do_a = _tile(do + i_h * V, r0, eos, H * V, i_v * BV, V, BC, BV)
-            b_dv += tl.dot(tl.trans(b_Ad).to(dt), b_do_a)
+            b_dv += _dot(tl.trans(b_Ad).to(dt), b_do_a)
         b_dv *= scale
         for i_k in range(tl.cdiv(K, BK)):
             kk = i_k * BK + tl.arange(0, BK)
@@ -413,9 +496,26 @@ def _bwd_kernel(
                 b_k_a = b_k_a * tl.exp(g_last - b_gq)[:, None]
             m_kv = (kk < K)[:, None] & (vv < V)[None, :]
             b_dh = tl.load(_state_ptrs(dhs, i_dh, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
-            b_dv += tl.dot(b_k_a.to(dt), b_dh.to(dt))
+            b_dv += _dot(b_k_a.to(dt), b_dh.to(dt))
         p_v = dv + (r.to(tl.int64) * H + i_h)[:, None] * V + vv[None, :]
         tl.store(p_v, b_dv.to(dv.dtype.element_ty), mask=(r < eos)[:, None] & (vv < V)[None, :])
+
+
+def _fast_spread(dtype: torch.dtype) -> float:
+    """Largest in-chunk decay spread ``max_k (G_first - G_last)`` taken by the one-product path (vector decay).
+
+    Its operands are scaled by ``e^{+-spread/2}``: up to ``e^30`` for bfloat16/float32 (float32's exponent range),
+    ``e^4`` for float16 (range ``6.5e4``)."""
+    return 8.0 if dtype == torch.float16 else 60.0
+
+
+def _paths(decay: int) -> tuple[int, ...]:
+    """Launches of the output/gradient kernels: vector decay runs each chunk on one of two paths (constexpr PATH).
+
+    PATH 1: chunks whose decay spread is at most ``_fast_spread`` (all of them for usual gates), one matrix product
+    per chunk; PATH 2: the others, through sub-chunks (exponents <= 0 only, any decay). Each launch skips the chunks
+    of the other, so each kernel is compiled for one path only (no registers held for the other)."""
+    return (1, 2) if decay == _VECTOR else (0,)
 
 
 def _block(d: int) -> int:
@@ -470,18 +570,22 @@ class _ChunkGLA(torch.autograd.Function):
         if decay == _NONE:
             G = q.new_empty(1, dtype=torch.float32)
         else:
-            G = _chunk_cumsum(log_decay.reshape(B * T, H, -1), cu, indices, False, torch.float32)
+            # contiguous(): a broadcast decay (RetNet's fixed per-head gamma, expanded) has zero strides
+            G = _chunk_cumsum(log_decay.reshape(B * T, H, -1).contiguous(), cu, indices, False, torch.float32)
         h0 = None if initial_state is None else initial_state.float().contiguous()
         hs = q.new_empty(NT + N, H, K, V, dtype=torch.bfloat16 if dt == torch.bfloat16 else torch.float32)
         ht = q.new_empty(N, H, K, V, dtype=torch.float32)
         BK, BV = _block(K), _block(V)
-        _fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
-            k, v, G, h0, hs, ht, cu, offsets, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, DECAY=decay, HAS_H0=h0 is not None
+        SK, SV = min(BK, STATE_BK), min(BV, STATE_BV)
+        _fwd_h_kernel[(triton.cdiv(K, SK), triton.cdiv(V, SV), N * H)](
+            k, v, G, h0, hs, ht, cu, offsets, H=H, K=K, V=V, BT=BT, BK=SK, BV=SV, DECAY=decay, HAS_H0=h0 is not None
         )
         o = torch.empty_like(v)
-        _fwd_o_kernel[(NT * (BT // BC), H)](
-            q, k, v, G, hs, o, cu, indices, offsets, scale, H=H, K=K, V=V, BT=BT, BC=BC, BK=BK, BV=BV, DECAY=decay
-        )
+        for path in _paths(decay):
+            _fwd_o_kernel[(NT * (BT // BC), H)](
+                q, k, v, G, hs, o, cu, indices, offsets, scale,
+                H=H, K=K, V=V, BT=BT, BC=BC, DECAY=decay, FAST_SPREAD=_fast_spread(dt), PATH=path,
+            )
         ctx.save_for_backward(q, k, v, G, hs, cu, indices, offsets)
         ctx.meta = (B, T, scale, decay, log_decay.dtype if log_decay is not None else None, h0 is not None)
         ctx.set_materialize_grads(False)
@@ -499,16 +603,18 @@ class _ChunkGLA(torch.autograd.Function):
         BK, BV = _block(K), _block(V)
         dhs = q.new_empty(NT, H, K, V, dtype=hs.dtype)
         dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
-        _bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+        SK, SV = min(BK, STATE_BK), min(BV, STATE_BV)
+        _bwd_dh_kernel[(triton.cdiv(K, SK), triton.cdiv(V, SV), N * H)](
             q, do, G, dht, dhs, dh0, cu, offsets, scale,
-            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, DECAY=decay, HAS_DHT=dht is not None,
+            H=H, K=K, V=V, BT=BT, BK=SK, BV=SV, DECAY=decay, HAS_DHT=dht is not None,
         )
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dG = None if decay == _NONE else torch.empty_like(G)
-        _bwd_kernel[(NT * (BT // BC), H)](
-            q, k, v, G, hs, do, dhs, dq, dk, dv, dG, cu, indices, offsets, scale,
-            H=H, K=K, V=V, BT=BT, BC=BC, BK=BK, BV=BV, DECAY=decay,
-        )
+        for path in _paths(decay):
+            _bwd_kernel[(NT * (BT // BC), H)](
+                q, k, v, G, hs, do, dhs, dq, dk, dv, dG, cu, indices, offsets, scale,
+                H=H, K=K, V=V, BT=BT, BC=BC, DECAY=decay, FAST_SPREAD=_fast_spread(v.dtype), PATH=path,
+            )
         dg = None
         if decay != _NONE:
             dg = _chunk_cumsum(dG, cu, indices, True, g_dtype)
