@@ -25,8 +25,10 @@ carries ``C_t``. ``\Phi`` is accumulated in float64 and kept modulo ``2\pi``, so
 precision. A real gate is the case ``phi_t in {0, pi}`` (negative transitions are rotations by ``pi``).
 
 Shapes: ``q, k`` ``[B, T, H, K]``; ``v`` ``[B, T, H, V]``; ``log_magnitude``, ``phase`` ``[B, T, H]``;
-``initial_state`` ``[B, H, 2K, V]`` float32; ``initial_phase`` ``[B, H]`` float32. Returns ``o`` ``[B, T, H, V]``,
-the final state ``[B, H, 2K, V]`` (or ``None``) and the final phase ``[B, H]`` in ``[0, 2 pi)``.
+``initial_state`` ``[B, H, 2K, V]`` float32; ``initial_phase`` ``[B, H]`` float32; ``cu_seqlens`` int ``[N + 1]``
+offsets of packed sequences (``B = 1``; each starts from zero state and phase, so no initial ones). Returns ``o``
+``[B, T, H, V]``, the final state ``[N, H, 2K, V]`` (or ``None``) and the final phase ``[B, H]`` in ``[0, 2 pi)``
+(that of the last position).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from . import gated_linear_attention, gated_linear_attention_step
 
@@ -65,18 +68,26 @@ def complex_gated_linear_attention(
     initial_state: torch.Tensor | None = None,
     initial_phase: torch.Tensor | None = None,
     output_final_state: bool = False,
+    cu_seqlens: torch.LongTensor | None = None,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The whole sequence (prefill, training); see the module docstring for the maths and shapes."""
     _check(q, log_magnitude, phase)
-    start = 0.0 if initial_phase is None else initial_phase.double().unsqueeze(1)
-    accumulated = torch.remainder(start + phase.double().cumsum(dim=1), 2 * math.pi).float()  # [B, T, H]
+    if cu_seqlens is not None and (initial_state is not None or initial_phase is not None):
+        raise ValueError("packed sequences (cu_seqlens) start from zero state and phase: pass no initial ones")
+    accumulated = phase.double().cumsum(dim=1)
+    if cu_seqlens is not None:  # restart the phase at every document: subtract the sum before its first token
+        before = F.pad(accumulated, (0, 0, 1, 0))[:, cu_seqlens[:-1]]  # [1, N, H]
+        accumulated = accumulated - before.repeat_interleave(cu_seqlens.diff(), dim=1, output_size=q.shape[1])
+    elif initial_phase is not None:
+        accumulated = accumulated + initial_phase.double().unsqueeze(1)
+    accumulated = torch.remainder(accumulated, 2 * math.pi).float()  # [B, T, H]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     o, state = gated_linear_attention(
         _rotate(q, accumulated), _rotate(k, accumulated), v, log_magnitude, scale=scale,
-        initial_state=initial_state, output_final_state=output_final_state, backend=backend,
+        initial_state=initial_state, output_final_state=output_final_state, cu_seqlens=cu_seqlens, backend=backend,
     )
-    return o, state, accumulated[:, -1].detach()
+    return o, state, accumulated[:, -1]
 
 
 def complex_gated_linear_attention_step(
