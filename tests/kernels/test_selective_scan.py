@@ -1,0 +1,193 @@
+"""Selective scan: Triton kernels (on the CPU, through Triton's interpreter) against the PyTorch reference.
+
+``TRITON_INTERPRET=1`` is set before Triton is imported. The interpreter runs ``tl.associative_scan`` one element at
+a time, so most tests shrink the tiles to 4 steps x 4 channels (the block sizes are compile-time constants; the code
+paths are the same) and one test runs the production 16 x 16 tiles. Shapes cover several time tiles with a ragged
+last one, channel counts that are not a multiple of the block, a state size that is not a power of two, packed
+sequences of unequal lengths (one shorter than a tile), initial and final states, padded positions
+(``dt = -inf``), and every optional input switched on and off. Outputs, final states and the gradients of every
+input are compared in float32.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hf_recurrent.kernels.selective_scan import reference, selective_scan, selective_scan_step  # noqa: E402
+
+triton_impl = pytest.importorskip("hf_recurrent.kernels.selective_scan.triton")
+
+RTOL = 2e-5  # relative (norm-wise) error; fp32 with different summation orders gives ~1e-7
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _inputs(batch, T, D, N, n_states, seed=0, pad=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, T, D, generator=g)
+    dt = torch.randn(batch, T, D, generator=g) - 1.0
+    if pad:  # left padding of 3 steps in the first row: a step of exactly 0
+        dt[0, :3] = float("-inf")
+    A = -torch.exp(torch.randn(D, N, generator=g) * 0.5)
+    B = torch.randn(batch, T, N, generator=g)
+    C = torch.randn(batch, T, N, generator=g)
+    Dp = torch.randn(D, generator=g)
+    z = torch.randn(batch, T, D, generator=g)
+    bias = torch.randn(D, generator=g) * 0.5
+    h0 = torch.randn(n_states, D, N, generator=g)
+    return dict(x=x, dt=dt, A=A, B=B, C=C, D=Dp, z=z, dt_bias=bias, initial_state=h0)
+
+
+def _run(backend, inputs, drop, softplus, cu_seqlens, seed=1):
+    leaves = {k: (None if k in drop else v.clone().requires_grad_(True)) for k, v in inputs.items()}
+    y, hT = selective_scan(
+        leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], leaves["D"], leaves["z"], leaves["dt_bias"],
+        dt_softplus=softplus, initial_state=leaves["initial_state"], output_final_state=True, cu_seqlens=cu_seqlens,
+        backend=backend,
+    )
+    g = torch.Generator().manual_seed(seed)
+    dy, dhT = torch.randn(y.shape, generator=g), torch.randn(hT.shape, generator=g)
+    used = {k: v for k, v in leaves.items() if v is not None}
+    grads = torch.autograd.grad((y * dy).sum() + (hT * dhT).sum(), list(used.values()))
+    return {"y": y, "final_state": hT, **{"d" + k: gr for k, gr in zip(used, grads)}}
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    monkeypatch.setattr(triton_impl, "BLOCK_T", 4)
+    monkeypatch.setattr(triton_impl, "FWD_BLOCK_D", 4)
+    monkeypatch.setattr(triton_impl, "BWD_BLOCK_D", 2)  # the backward's channel blocks need not match the forward's
+
+
+CASES = {
+    "all-inputs": dict(batch=2, T=11, D=6, N=16, drop=(), softplus=True),
+    "no-z-no-D-no-bias-no-h0": dict(batch=2, T=9, D=8, N=4, drop=("z", "D", "dt_bias", "initial_state"), softplus=True),
+    "no-softplus-N5": dict(batch=1, T=13, D=7, N=5, drop=("z",), softplus=False),
+    "padded": dict(batch=2, T=10, D=5, N=8, drop=(), softplus=True, pad=True),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_triton_matches_reference_outputs_and_gradients(case, small_tiles):
+    spec = dict(CASES[case])
+    drop, softplus, pad = spec.pop("drop"), spec.pop("softplus"), spec.pop("pad", False)
+    inputs = _inputs(spec["batch"], spec["T"], spec["D"], spec["N"], spec["batch"], pad=pad)
+    if not softplus:  # without the softplus the step must be positive already
+        inputs["dt"] = inputs["dt"].abs() * 0.3
+    _compare(inputs, drop, softplus, None)
+
+
+def test_production_tile_sizes_match_reference():
+    """16-step x 16-channel tiles as on the GPU: 2 tiles (ragged), 2 channel blocks (ragged), all inputs."""
+    _compare(_inputs(1, 21, 18, 4, 1, seed=7), (), True, None)
+
+
+def _compare(inputs, drop, softplus, cu_seqlens):
+    want = _run("reference", inputs, drop, softplus, cu_seqlens)
+    got = _run("triton", inputs, drop, softplus, cu_seqlens)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        assert torch.isfinite(got[name]).all(), name
+        assert _rel(got[name], want[name]) < RTOL, (name, _rel(got[name], want[name]))
+    return got
+
+
+def test_packed_sequences_match_the_reference_and_each_sequence_alone(small_tiles):
+    cu = torch.tensor([0, 9, 11, 17])  # lengths 9, 2 (shorter than a tile), 6
+    inputs = _inputs(1, 17, 6, 4, 3, seed=3)
+    got = _compare(inputs, (), True, cu)
+    # the reference on sequence 1 alone gives the same output rows and final state
+    s, e = 9, 11
+    alone = {k: (v[:, s:e] if v.dim() == 3 and k not in ("initial_state",) else v) for k, v in inputs.items()}
+    alone["initial_state"] = inputs["initial_state"][1:2]
+    y1 = _run("reference", alone, (), True, None)
+    torch.testing.assert_close(got["y"][:, s:e], y1["y"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got["final_state"][1:2], y1["final_state"], atol=1e-5, rtol=1e-5)
+
+
+def test_padded_positions_leave_the_state_exactly_unchanged(small_tiles):
+    inputs = _inputs(1, 5, 6, 4, 1, seed=4)
+    inputs["dt"][:] = float("-inf")
+    for backend in ("reference", "triton"):
+        _, hT = selective_scan(*(inputs[k] for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias")),
+                               initial_state=inputs["initial_state"], output_final_state=True, backend=backend)
+        assert torch.equal(hT, inputs["initial_state"]), backend
+
+
+@pytest.mark.parametrize("has_optional", [True, False])
+def test_decode_step_matches_reference_and_the_scan(has_optional):
+    inputs = _inputs(3, 4, 70, 16, 3, seed=5)  # 70 channels: two blocks of 64, the second ragged
+    opt = ("D", "z", "dt_bias") if has_optional else ()
+    states = {b: inputs["initial_state"].clone() for b in ("reference", "triton")}
+    outs = {b: [] for b in states}
+    for t in range(4):
+        for backend, state in states.items():
+            kwargs = {k: None for k in ("D", "z", "dt_bias")}
+            kwargs.update({k: inputs[k][:, t] if k == "z" else inputs[k] for k in opt})
+            outs[backend].append(
+                selective_scan_step(inputs["x"][:, t], inputs["dt"][:, t], inputs["A"], inputs["B"][:, t],
+                                    inputs["C"][:, t], state, backend=backend, **kwargs)
+            )
+    torch.testing.assert_close(torch.stack(outs["triton"], 1), torch.stack(outs["reference"], 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(states["triton"], states["reference"], atol=1e-5, rtol=1e-5)
+    y, hT = reference.selective_scan(
+        inputs["x"], inputs["dt"], inputs["A"], inputs["B"], inputs["C"],
+        *(inputs[k] if k in opt else None for k in ("D", "z", "dt_bias")), True, inputs["initial_state"], True, None,
+    )
+    torch.testing.assert_close(torch.stack(outs["triton"], 1), y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(states["triton"], hT, atol=1e-5, rtol=1e-5)
+
+
+def test_rejects_bad_shapes():
+    inputs = _inputs(2, 4, 8, 4, 2)
+    args = [inputs[k] for k in ("x", "dt", "A", "B", "C")]
+    with pytest.raises(ValueError, match="A must be"):
+        selective_scan(*args[:2], torch.zeros(7, 4), *args[3:])
+    with pytest.raises(ValueError, match="B must be"):
+        selective_scan(*args[:3], torch.zeros(2, 4, 5), args[4])
+    with pytest.raises(ValueError, match="initial_state"):
+        selective_scan(*args, initial_state=torch.zeros(1, 8, 4))
+    with pytest.raises(ValueError, match="state must be float32"):
+        x, dt, A, B, C = args
+        selective_scan_step(x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], torch.zeros(2, 8, 4).double())
+
+
+def test_mamba_model_on_triton_kernels_matches_reference(small_tiles, monkeypatch):
+    """A tiny Mamba end to end (left-padded batch, prefill + decode with the cache, loss gradients) on the Triton
+    scan, conv and step kernels equals the same model on the PyTorch reference."""
+    from transformers import DynamicCache
+
+    from hf_recurrent.modeling.mamba import HfrMambaConfig, HfrMambaForCausalLM
+
+    monkeypatch.setattr("hf_recurrent.kernels.causal_conv1d.triton.BLOCK_T", 8)
+    monkeypatch.setattr("hf_recurrent.kernels.causal_conv1d.triton.BLOCK_D", 8)
+    torch.manual_seed(0)
+    config = HfrMambaConfig(vocab_size=32, hidden_size=4, num_hidden_layers=1, state_size=4, initializer_range=0.3)
+    model = HfrMambaForCausalLM(config)
+    ids = torch.randint(3, 32, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    results = {}
+    for backend in ("reference", "triton"):
+        monkeypatch.setenv("HF_RECURRENT_BACKEND", backend)
+        model.zero_grad()
+        model(ids, attention_mask=mask, labels=ids).loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        with torch.no_grad():
+            cache = DynamicCache(config=config)
+            logits = [model(ids[:, :6], attention_mask=mask[:, :6], cache=cache, use_cache=True).logits]
+            for t in range(6, 9):
+                step = model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache, use_cache=True)
+                logits.append(step.logits)
+        results[backend] = torch.cat(logits, 1), grads
+    torch.testing.assert_close(results["triton"][0], results["reference"][0], atol=1e-5, rtol=1e-5)
+    for name, grad in results["reference"][1].items():
+        assert _rel(results["triton"][1][name], grad) < 1e-4, name
