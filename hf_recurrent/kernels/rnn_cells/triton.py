@@ -1,0 +1,387 @@
+"""Triton kernels for the non-linear cells: the whole sequence in one launch, forward and backward.
+
+Grid: one program per (block of ``BB`` batch rows, head, share of the head's output columns). A program walks over
+time; at each step it forms the recurrent pre-activations ``y_{t-1} R_g`` with ``tl.dot`` over tiles of
+``BD x BD`` of the head's recurrent matrices (a head of ``D <= BD`` is one tile, re-read from L1/L2 every step;
+larger heads are tiled), applies the cell's point-wise update in float32 and writes the new state. The previous
+output ``y_{t-1}`` is read back from the state buffer written one step earlier (a ``debug_barrier`` separates
+the steps), so any head size works without holding the whole state in registers. On a GPU, a head wider than one
+tile is split over one program per tile of output columns when the whole grid fits on the multiprocessors at once
+(FlashRNN's multi-block heads): those programs meet at a grid barrier (an atomic counter) after every step and
+exchange ``y`` through L2. Under the interpreter (programs run one after another) heads are never split.
+
+Backward walks the sequence in reverse: phase 1 recomputes each step's gates from the stored state and
+pre-activations and writes the gate gradients; phase 2 forms ``dy_{t-1} += sum_g dP_g R_g^T``. The weight
+gradients ``dR = sum_{b,t} y_{t-1}^T dP_t`` are one batched matmul in PyTorch afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..backend import triton_interpreting
+from .reference import CELLS
+
+_CELL_IDS = {"lstm": 0, "gru": 1, "slstm": 2}
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * _sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _logsigmoid(x):
+    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _grid_barrier(counter, target):
+    """Wait until the ``NSPLIT`` programs of one head have all arrived (``target`` arrivals in total so far).
+
+    All of them are resident at once (the launch checks that the grid fits the GPU's multiprocessors); states they
+    exchange are read with ``.cg`` loads (L2, coherent across multiprocessors). The spin is bounded, so a broken
+    assumption gives wrong numbers (which the tests catch) rather than a hang.
+    """
+    tl.atomic_add(counter, 1, sem="release", scope="gpu")
+    seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+    spins = 0
+    while (seen < target) & (spins < 1_048_576):  # legitimate waits are a few microseconds; this is ~0.5 s
+        seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+        spins += 1
+    tl.debug_barrier()
+
+
+@triton.jit
+def _state_ptrs(S, slot, rows, s: tl.constexpr, head, cols, B, H, D, NS: tl.constexpr):
+    return S + (((slot * B + rows[:, None]) * NS + s) * H + head) * D + cols[None, :]
+
+
+@triton.jit
+def _gate_ptrs(X, rows, t, head, g: tl.constexpr, cols, T, H, D, G: tl.constexpr):
+    return X + (((rows[:, None] * T + t) * H + head) * G + g) * D + cols[None, :]
+
+
+@triton.jit
+def _rnn_fwd_kernel(
+    GX, R, RB, KEEP, S, Y, P, SYNC, B, T, H, D, SPAN,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, BB: tl.constexpr, BD: tl.constexpr,
+    HAS_RB: tl.constexpr, HAS_KEEP: tl.constexpr, STORE_ALL: tl.constexpr, PREC: tl.constexpr,
+    NSPLIT: tl.constexpr, CACHE: tl.constexpr,
+):
+    head = tl.program_id(1)
+    rows = (tl.program_id(0) * BB + tl.arange(0, BB)).to(tl.int64)
+    rmask = rows < B
+    j_start = tl.program_id(2) * SPAN  # this program's share of the output columns
+    j_end = tl.minimum(j_start + SPAN, D)
+    for t in range(T):
+        if STORE_ALL:  # keep every state for the backward pass
+            src, dst = t, t + 1
+        else:  # inference: two alternating slots
+            src, dst = t % 2, (t + 1) % 2
+        if HAS_KEEP:
+            keep = tl.load(KEEP + rows * T + t, mask=rmask, other=1.0)[:, None] > 0.5
+        for j0 in range(j_start, j_end, BD):
+            cols = j0 + tl.arange(0, BD)
+            m2 = rmask[:, None] & (cols < D)[None, :]
+            a0 = tl.zeros([BB, BD], tl.float32)
+            a1 = tl.zeros([BB, BD], tl.float32)
+            a2 = tl.zeros([BB, BD], tl.float32)
+            a3 = tl.zeros([BB, BD], tl.float32)
+            for k0 in range(0, D, BD):
+                ks = k0 + tl.arange(0, BD)
+                y = tl.load(_state_ptrs(S, src, rows, 0, head, ks, B, H, D, NS),
+                            mask=rmask[:, None] & (ks < D)[None, :], other=0.0,
+                            cache_modifier=CACHE).to(R.dtype.element_ty)
+                rp = R + ((head * G) * D + ks[:, None]) * D + cols[None, :]
+                rm = (ks < D)[:, None] & (cols < D)[None, :]
+                a0 += tl.dot(y, tl.load(rp, mask=rm, other=0.0), input_precision=PREC)
+                a1 += tl.dot(y, tl.load(rp + D * D, mask=rm, other=0.0), input_precision=PREC)
+                a2 += tl.dot(y, tl.load(rp + 2 * D * D, mask=rm, other=0.0), input_precision=PREC)
+                if G == 4:
+                    a3 += tl.dot(y, tl.load(rp + 3 * D * D, mask=rm, other=0.0), input_precision=PREC)
+            if HAS_RB:
+                bp = RB + head * G * D + cols
+                a0 += tl.load(bp, mask=cols < D, other=0.0)[None, :]
+                a1 += tl.load(bp + D, mask=cols < D, other=0.0)[None, :]
+                a2 += tl.load(bp + 2 * D, mask=cols < D, other=0.0)[None, :]
+                if G == 4:
+                    a3 += tl.load(bp + 3 * D, mask=cols < D, other=0.0)[None, :]
+            if STORE_ALL:
+                tl.store(_gate_ptrs(P, rows, t, head, 0, cols, T, H, D, G), a0, mask=m2)
+                tl.store(_gate_ptrs(P, rows, t, head, 1, cols, T, H, D, G), a1, mask=m2)
+                tl.store(_gate_ptrs(P, rows, t, head, 2, cols, T, H, D, G), a2, mask=m2)
+                if G == 4:
+                    tl.store(_gate_ptrs(P, rows, t, head, 3, cols, T, H, D, G), a3, mask=m2)
+            x0 = tl.load(_gate_ptrs(GX, rows, t, head, 0, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+            x1 = tl.load(_gate_ptrs(GX, rows, t, head, 1, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+            x2 = tl.load(_gate_ptrs(GX, rows, t, head, 2, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+            h_old = tl.load(_state_ptrs(S, src, rows, 0, head, cols, B, H, D, NS), mask=m2, other=0.0)
+            if CELL == 0:  # LSTM
+                x3 = tl.load(_gate_ptrs(GX, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+                c_old = tl.load(_state_ptrs(S, src, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                c = _sigmoid(x1 + a1) * c_old + _sigmoid(x0 + a0) * _tanh(x2 + a2)
+                h = _sigmoid(x3 + a3) * _tanh(c)
+                if HAS_KEEP:
+                    h, c = tl.where(keep, h, h_old), tl.where(keep, c, c_old)
+                tl.store(_state_ptrs(S, dst, rows, 1, head, cols, B, H, D, NS), c, mask=m2)
+            elif CELL == 1:  # GRU
+                z = _sigmoid(x1 + a1)
+                h = (1.0 - z) * _tanh(x2 + _sigmoid(x0 + a0) * a2) + z * h_old
+                if HAS_KEEP:
+                    h = tl.where(keep, h, h_old)
+            else:  # sLSTM
+                x3 = tl.load(_gate_ptrs(GX, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+                c_old = tl.load(_state_ptrs(S, src, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                n_old = tl.load(_state_ptrs(S, src, rows, 2, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                m_old = tl.load(_state_ptrs(S, src, rows, 3, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                ri = x0 + a0
+                log_f = _logsigmoid(x1 + a1) + m_old
+                m = tl.where(n_old == 0.0, ri, tl.maximum(ri, log_f))
+                i = tl.exp(ri - m)
+                f = tl.exp(log_f - m)
+                c = f * c_old + i * _tanh(x2 + a2)
+                n = tl.maximum(f * n_old + i, 1.0)
+                h = _sigmoid(x3 + a3) * c / n
+                if HAS_KEEP:
+                    h, c = tl.where(keep, h, h_old), tl.where(keep, c, c_old)
+                    n, m = tl.where(keep, n, n_old), tl.where(keep, m, m_old)
+                tl.store(_state_ptrs(S, dst, rows, 1, head, cols, B, H, D, NS), c, mask=m2)
+                tl.store(_state_ptrs(S, dst, rows, 2, head, cols, B, H, D, NS), n, mask=m2)
+                tl.store(_state_ptrs(S, dst, rows, 3, head, cols, B, H, D, NS), m, mask=m2)
+            tl.store(_state_ptrs(S, dst, rows, 0, head, cols, B, H, D, NS), h, mask=m2)
+            tl.store(Y + ((rows[:, None] * T + t) * H + head) * D + cols[None, :], h.to(Y.dtype.element_ty), mask=m2)
+        tl.debug_barrier()  # the next step reads what every thread of this program wrote
+        if NSPLIT > 1:  # ... and of the other programs sharing this head
+            _grid_barrier(SYNC + tl.program_id(0) * H + head, (t + 1) * NSPLIT)
+
+
+@triton.jit
+def _rnn_bwd_kernel(
+    GX, R, KEEP, S, P, DY, DS, DGX, DP, SYNC, B, T, H, D, SPAN,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, BB: tl.constexpr, BD: tl.constexpr,
+    HAS_KEEP: tl.constexpr, PREC: tl.constexpr, NSPLIT: tl.constexpr, CACHE: tl.constexpr,
+):
+    head = tl.program_id(1)
+    rows = (tl.program_id(0) * BB + tl.arange(0, BB)).to(tl.int64)
+    rmask = rows < B
+    j_start = tl.program_id(2) * SPAN  # this program's share of the columns (outputs in phase 1, y in phase 2)
+    j_end = tl.minimum(j_start + SPAN, D)
+    for tt in range(T):
+        t = T - 1 - tt
+        rd, wr = (t + 1) % 2, t % 2  # DS slots: gradient of the state after step t, and before it
+        if HAS_KEEP:
+            keep = tl.load(KEEP + rows * T + t, mask=rmask, other=1.0)[:, None] > 0.5
+        # Phase 1: point-wise gradients of step t, tile by tile.
+        for j0 in range(j_start, j_end, BD):
+            cols = j0 + tl.arange(0, BD)
+            m2 = rmask[:, None] & (cols < D)[None, :]
+            dh = tl.load(_state_ptrs(DS, rd, rows, 0, head, cols, B, H, D, NS), mask=m2, other=0.0)
+            dy_ptrs = DY + ((rows[:, None] * T + t) * H + head) * D + cols[None, :]
+            dh += tl.load(dy_ptrs, mask=m2, other=0.0).to(tl.float32)
+            x0 = tl.load(_gate_ptrs(GX, rows, t, head, 0, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+            x1 = tl.load(_gate_ptrs(GX, rows, t, head, 1, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+            x2 = tl.load(_gate_ptrs(GX, rows, t, head, 2, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+            a0 = tl.load(_gate_ptrs(P, rows, t, head, 0, cols, T, H, D, G), mask=m2, other=0.0)
+            a1 = tl.load(_gate_ptrs(P, rows, t, head, 1, cols, T, H, D, G), mask=m2, other=0.0)
+            a2 = tl.load(_gate_ptrs(P, rows, t, head, 2, cols, T, H, D, G), mask=m2, other=0.0)
+            d3 = tl.zeros([BB, BD], tl.float32)
+            if CELL == 0:  # LSTM
+                x3 = tl.load(_gate_ptrs(GX, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+                a3 = tl.load(_gate_ptrs(P, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0)
+                dc = tl.load(_state_ptrs(DS, rd, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                c_old = tl.load(_state_ptrs(S, t, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                i, f = _sigmoid(x0 + a0), _sigmoid(x1 + a1)
+                z, o = _tanh(x2 + a2), _sigmoid(x3 + a3)
+                tc = _tanh(f * c_old + i * z)
+                dct = dc + dh * o * (1.0 - tc * tc)
+                d0 = dct * z * i * (1.0 - i)
+                d1 = dct * c_old * f * (1.0 - f)
+                d2 = dct * i * (1.0 - z * z)
+                d3 = dh * tc * o * (1.0 - o)
+                dc_old = dct * f
+                dh_old = tl.zeros([BB, BD], tl.float32)
+                if HAS_KEEP:
+                    dc_old = tl.where(keep, dc_old, dc)
+                    dh_old = tl.where(keep, dh_old, dh)
+                tl.store(_state_ptrs(DS, wr, rows, 1, head, cols, B, H, D, NS), dc_old, mask=m2)
+                p2 = d2
+            elif CELL == 1:  # GRU
+                h_old = tl.load(_state_ptrs(S, t, rows, 0, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                r, z = _sigmoid(x0 + a0), _sigmoid(x1 + a1)
+                n = _tanh(x2 + r * a2)
+                d2 = dh * (1.0 - z) * (1.0 - n * n)
+                d0 = d2 * a2 * r * (1.0 - r)
+                d1 = dh * (h_old - n) * z * (1.0 - z)
+                p2 = d2 * r
+                dh_old = dh * z
+                if HAS_KEEP:
+                    dh_old = tl.where(keep, dh_old, dh)
+            else:  # sLSTM, stabiliser m treated as a constant
+                x3 = tl.load(_gate_ptrs(GX, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
+                a3 = tl.load(_gate_ptrs(P, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0)
+                dc = tl.load(_state_ptrs(DS, rd, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                dn = tl.load(_state_ptrs(DS, rd, rows, 2, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                c_old = tl.load(_state_ptrs(S, t, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                n_old = tl.load(_state_ptrs(S, t, rows, 2, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                m_old = tl.load(_state_ptrs(S, t, rows, 3, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                ri = x0 + a0
+                sf = _sigmoid(x1 + a1)
+                log_f = _logsigmoid(x1 + a1) + m_old
+                m = tl.where(n_old == 0.0, ri, tl.maximum(ri, log_f))
+                i = tl.exp(ri - m)
+                f = tl.exp(log_f - m)
+                z = _tanh(x2 + a2)
+                o = _sigmoid(x3 + a3)
+                c = f * c_old + i * z
+                n_pre = f * n_old + i
+                n = tl.maximum(n_pre, 1.0)
+                dct = dc + dh * o / n
+                dnt = tl.where(n_pre >= 1.0, dn - dh * o * c / (n * n), 0.0)
+                d0 = (dct * z + dnt) * i
+                d1 = (dct * c_old + dnt * n_old) * f * (1.0 - sf)
+                d2 = dct * i * (1.0 - z * z)
+                d3 = dh * c / n * o * (1.0 - o)
+                dc_old = dct * f
+                dn_old = dnt * f
+                dh_old = tl.zeros([BB, BD], tl.float32)
+                if HAS_KEEP:
+                    dc_old, dn_old = tl.where(keep, dc_old, dc), tl.where(keep, dn_old, dn)
+                    dh_old = tl.where(keep, dh_old, dh)
+                tl.store(_state_ptrs(DS, wr, rows, 1, head, cols, B, H, D, NS), dc_old, mask=m2)
+                tl.store(_state_ptrs(DS, wr, rows, 2, head, cols, B, H, D, NS), dn_old, mask=m2)
+                tl.store(_state_ptrs(DS, wr, rows, 3, head, cols, B, H, D, NS), tl.zeros([BB, BD], tl.float32),
+                         mask=m2)
+                p2 = d2
+            if HAS_KEEP:
+                d0, d1, d2 = tl.where(keep, d0, 0.0), tl.where(keep, d1, 0.0), tl.where(keep, d2, 0.0)
+                d3, p2 = tl.where(keep, d3, 0.0), tl.where(keep, p2, 0.0)
+            tl.store(_gate_ptrs(DGX, rows, t, head, 0, cols, T, H, D, G), d0, mask=m2)
+            tl.store(_gate_ptrs(DGX, rows, t, head, 1, cols, T, H, D, G), d1, mask=m2)
+            tl.store(_gate_ptrs(DGX, rows, t, head, 2, cols, T, H, D, G), d2, mask=m2)
+            tl.store(_gate_ptrs(DP, rows, t, head, 0, cols, T, H, D, G), d0, mask=m2)
+            tl.store(_gate_ptrs(DP, rows, t, head, 1, cols, T, H, D, G), d1, mask=m2)
+            tl.store(_gate_ptrs(DP, rows, t, head, 2, cols, T, H, D, G), p2, mask=m2)
+            if G == 4:
+                tl.store(_gate_ptrs(DGX, rows, t, head, 3, cols, T, H, D, G), d3, mask=m2)
+                tl.store(_gate_ptrs(DP, rows, t, head, 3, cols, T, H, D, G), d3, mask=m2)
+            tl.store(_state_ptrs(DS, wr, rows, 0, head, cols, B, H, D, NS), dh_old, mask=m2)
+        tl.debug_barrier()
+        if NSPLIT > 1:
+            _grid_barrier(SYNC + tl.program_id(0) * H + head, (tt + 1) * NSPLIT)
+        # Phase 2: dy_{t-1} += sum_g dP_g R_g^T, tile by tile of y's dimension.
+        for k0 in range(j_start, j_end, BD):
+            ks = k0 + tl.arange(0, BD)
+            mk = rmask[:, None] & (ks < D)[None, :]
+            acc = tl.load(_state_ptrs(DS, wr, rows, 0, head, ks, B, H, D, NS), mask=mk, other=0.0)
+            for j0 in range(0, D, BD):
+                cols = j0 + tl.arange(0, BD)
+                m2 = rmask[:, None] & (cols < D)[None, :]
+                rtp = R + ((head * G) * D + ks[None, :]) * D + cols[:, None]  # [BD(j), BD(k)] = R[g, k, j]
+                rm = (cols < D)[:, None] & (ks < D)[None, :]
+                for g in tl.static_range(G):
+                    dp = tl.load(_gate_ptrs(DP, rows, t, head, g, cols, T, H, D, G), mask=m2, other=0.0,
+                                 cache_modifier=CACHE)
+                    rt = tl.load(rtp + g * D * D, mask=rm, other=0.0)
+                    acc += tl.dot(dp.to(R.dtype.element_ty), rt, input_precision=PREC)
+            tl.store(_state_ptrs(DS, wr, rows, 0, head, ks, B, H, D, NS), acc, mask=mk)
+        tl.debug_barrier()
+
+
+def _block_sizes(D: int) -> tuple[int, int]:
+    return 16, max(16, min(64, triton.next_power_of_2(D)))
+
+
+def _launch_shape(B: int, H: int, D: int, device: torch.device) -> tuple[tuple[int, int, int], int, int]:
+    """Grid, columns per program and the split count: heads wider than one tile are split over several programs
+    (one per tile of output columns, synchronised at every step) when all of them fit on the GPU at once."""
+    BB, BD = _block_sizes(D)
+    nb, tiles = triton.cdiv(B, BB), triton.cdiv(D, BD)
+    split = 1
+    # D % BD == 0 keeps every program's columns on cache lines of their own.
+    if device.type == "cuda" and not triton_interpreting() and tiles > 1 and D % BD == 0:
+        if nb * H * tiles <= torch.cuda.get_device_properties(device).multi_processor_count:
+            split = tiles
+    span = triton.cdiv(tiles, split) * BD
+    return (nb, H, split), span, split
+
+
+def _cache(split: int) -> str:
+    """Loads of values other programs wrote bypass L1 (``.cg``), which is not coherent across multiprocessors."""
+    return ".cg" if split > 1 else ""
+
+
+def _precision(R: torch.Tensor) -> str:
+    return "ieee" if R.dtype == torch.float32 else "tf32"
+
+
+def _forward(cell, gx, R, rbias, state0, keep, store_all):
+    B, T, H, G, D = gx.shape
+    NS = CELLS[cell][1]
+    BB, BD = _block_sizes(D)
+    grid, span, split = _launch_shape(B, H, D, gx.device)
+    # Split heads exchange y through memory: every step then writes fresh addresses (all T + 1 state slots), so no
+    # multiprocessor can hold a stale L1 copy of a state another one writes later.
+    store_all = store_all or split > 1
+    S = gx.new_empty((T + 1 if store_all else 2, B, NS, H, D), dtype=torch.float32)
+    S[0] = state0
+    y = gx.new_empty(B, T, H, D)
+    P = gx.new_empty(B, T, H, G, D, dtype=torch.float32) if store_all else S
+    sync = torch.zeros(grid[0] * H if split > 1 else 1, device=gx.device, dtype=torch.int32)
+    _rnn_fwd_kernel[grid](
+        gx, R, rbias if rbias is not None else R, keep if keep is not None else gx, S, y, P, sync, B, T, H, D, span,
+        CELL=_CELL_IDS[cell], G=G, NS=NS, BB=BB, BD=BD, HAS_RB=rbias is not None, HAS_KEEP=keep is not None,
+        STORE_ALL=store_all, PREC=_precision(R), NSPLIT=split, CACHE=_cache(split),
+    )
+    final = S[T] if store_all else S[T % 2]
+    return y, final, S, P
+
+
+class _RNNScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell, gx, R, rbias, state0, keep):
+        y, final, S, P = _forward(cell, gx, R, rbias, state0, keep, store_all=True)
+        ctx.cell, ctx.has_rbias = cell, rbias is not None
+        ctx.save_for_backward(gx, R, keep, S, P)
+        return y, final.clone()
+
+    @staticmethod
+    def backward(ctx, dy, dfinal):
+        gx, R, keep, S, P = ctx.saved_tensors
+        B, T, H, G, D = gx.shape
+        NS = S.shape[2]
+        BB, BD = _block_sizes(D)
+        DS = gx.new_zeros((2, B, NS, H, D), dtype=torch.float32)
+        if dfinal is not None:
+            DS[T % 2] = dfinal
+        dgx = torch.empty_like(P)
+        dp = torch.empty_like(P)
+        grid, span, split = _launch_shape(B, H, D, gx.device)
+        sync = torch.zeros(grid[0] * H if split > 1 else 1, device=gx.device, dtype=torch.int32)
+        _rnn_bwd_kernel[grid](
+            gx, R, keep if keep is not None else gx, S, P, dy.contiguous(), DS, dgx, dp, sync, B, T, H, D, span,
+            CELL=_CELL_IDS[ctx.cell], G=G, NS=NS, BB=BB, BD=BD, HAS_KEEP=keep is not None, PREC=_precision(R),
+            NSPLIT=split, CACHE=_cache(split),
+        )
+        dR = torch.einsum("bthi,bthgj->hgij", S[:T, :, 0].transpose(0, 1), dp).to(R.dtype)
+        drb = dp.sum((0, 1)).to(R.dtype) if ctx.has_rbias else None
+        return None, dgx.to(gx.dtype), dR, drb, DS[0].clone(), None
+
+
+def rnn_scan(cell, gx, R, rbias, state0, keep):
+    """Triton counterpart of :func:`reference.rnn_scan` (same arguments, same results)."""
+    gx, R = gx.contiguous(), R.contiguous()
+    rbias = None if rbias is None else rbias.contiguous()
+    keep = None if keep is None else keep.float().contiguous()
+    state0 = state0.float().contiguous()
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (gx, R, rbias, state0)):
+        return _RNNScan.apply(cell, gx, R, rbias, state0, keep)
+    y, final, _, _ = _forward(cell, gx, R, rbias, state0, keep, store_all=False)
+    return y, final

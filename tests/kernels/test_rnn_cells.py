@@ -1,0 +1,127 @@
+"""Non-linear cells (LSTM, GRU, sLSTM): Triton kernels (interpreted on the CPU) against the PyTorch reference, and
+the reference against independent peers: ``torch.nn.LSTM`` / ``nn.GRU`` and FlashRNN's vanilla PyTorch backend.
+
+``TRITON_INTERPRET=1`` is set in ``conftest.py`` before Triton is imported. Tolerances: float32 on the CPU; the
+kernel and the reference sum the recurrent matmul in different orders, differences are ~1e-7 relative, bounded
+here at 1e-5 (outputs) and 1e-4 (gradients, which go through T steps of products).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hf_recurrent.kernels.rnn_cells import CELLS, rnn_cell_scan, rnn_cell_step  # noqa: E402
+
+pytest.importorskip("hf_recurrent.kernels.rnn_cells.triton")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _inputs(cell, B, T, H, D, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    G, S = CELLS[cell]
+    gx = torch.randn(B, T, H, G, D, generator=gen)
+    R = torch.randn(H, G, D, D, generator=gen) * D**-0.5
+    rb = torch.randn(H, G, D, generator=gen)
+    s0 = torch.randn(B, S, H, D, generator=gen)
+    if cell == "slstm":  # a state the cell can reach: normaliser >= 1, stabiliser finite
+        s0[:, 2] = s0[:, 2].abs() + 1
+    return gx, R, rb, s0
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize(
+    "B,T,H,D,padded", [(3, 6, 2, 20, False), (3, 6, 2, 20, True), (2, 3, 1, 72, False)],
+    ids=["one-tile", "one-tile-padded", "tiled-D72"],  # D = 72 runs 2 x 2 tiles of 64 (masked)
+)
+def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded):
+    gx, R, rb, s0 = _inputs(cell, B, T, H, D)
+    keep = None
+    if padded:
+        keep = torch.ones(B, T)
+        keep[0, :2] = 0  # left padding
+        keep[1, 3] = 0  # a gap
+    rb_arg = rb if cell == "gru" else None
+    leaves = [t.clone().requires_grad_() for t in (gx, R, rb, s0)]
+    results = []
+    for backend in ("reference", "triton"):
+        args = [t.detach().clone().requires_grad_() for t in leaves]
+        y, final = rnn_cell_scan(cell, args[0], args[1], args[2] if rb_arg is not None else None,
+                                 initial_state=args[3], keep=keep, output_final_state=True, backend=backend)
+        weights = torch.linspace(-1, 1, y.numel()).view_as(y)
+        loss = (y * weights).sum() + (final[:, :3] * 0.7).sum()  # the stabiliser m carries no gradient
+        grads = torch.autograd.grad(loss, [a for i, a in enumerate(args) if i != 2 or rb_arg is not None])
+        results.append((y, final, *grads))
+    ref, tri = results
+    assert _rel(tri[0], ref[0]) < 1e-5 and _rel(tri[1], ref[1]) < 1e-5
+    for a, b in zip(tri[2:], ref[2:]):
+        assert _rel(a, b) < 1e-4
+    if padded:  # fully padded prefix: the state is exactly the initial one, the outputs repeat its y
+        assert torch.equal(tri[0][0, :2].float(), s0[0, 0].expand(2, H, D))
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_step_equals_scan_on_both_backends(cell):
+    gx, R, rb, s0 = _inputs(cell, 2, 4, 2, 16, seed=1)
+    rb = rb if cell == "gru" else None
+    full, final = rnn_cell_scan(cell, gx, R, rb, initial_state=s0, output_final_state=True, backend="reference")
+    for backend in ("reference", "triton"):
+        state, ys = s0, []
+        for t in range(4):
+            y, state = rnn_cell_step(cell, gx[:, t], R, rb, state, backend=backend)
+            ys.append(y)
+        torch.testing.assert_close(torch.stack(ys, 1), full, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(state, final, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell,module", [("lstm", torch.nn.LSTM), ("gru", torch.nn.GRU)])
+def test_reference_with_one_head_is_torch_rnn(cell, module):
+    torch.manual_seed(0)
+    D, G = 12, CELLS[cell][0]
+    rnn = module(D, D, batch_first=True)
+    x = torch.randn(2, 7, D)
+    expected, _ = rnn(x)
+    gx = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).view(2, 7, 1, G, D)
+    R = rnn.weight_hh_l0.detach().view(1, G, D, D).transpose(2, 3)
+    rb = rnn.bias_hh_l0.detach().view(1, G, D)
+    if cell == "lstm":
+        gx, rb = gx + rb[None, None], None
+    y, _ = rnn_cell_scan(cell, gx.detach(), R, rb, backend="reference")
+    torch.testing.assert_close(y[:, :, 0], expected.detach(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "slstm"])
+def test_reference_matches_flashrnn_vanilla_backend(cell):
+    """FlashRNN's own PyTorch loop (``backend="vanilla"``): inputs ``[B,T,G,H,D]``, R ``[G,H,D_out,D_in]``."""
+    flashrnn = pytest.importorskip("flashrnn")
+    gen = torch.Generator().manual_seed(3)
+    B, T, H, D, G = 2, 9, 2, 8, 4
+    wx = torch.randn(B, T, G, H, D, generator=gen)
+    R = torch.randn(G, H, D, D, generator=gen) * D**-0.5
+    b = torch.randn(G, H, D, generator=gen)
+    states, last = flashrnn.flashrnn(wx, R, b, function=cell, backend="vanilla", dtype="float32")
+    gx = (wx + b[None, None]).permute(0, 1, 3, 2, 4)  # [B, T, H, G, D]
+    y, final = rnn_cell_scan(cell, gx, R.permute(1, 0, 3, 2), None, output_final_state=True, backend="reference")
+    torch.testing.assert_close(y, states[0], atol=1e-6, rtol=1e-5)  # states: [S, B, T, H, D]
+    torch.testing.assert_close(final, last[:, :, 0].transpose(0, 1), atol=1e-6, rtol=1e-5)
+
+
+def test_rejects_bad_shapes_and_cells():
+    gx, R, rb, s0 = _inputs("lstm", 2, 3, 2, 8)
+    with pytest.raises(ValueError, match="unknown cell"):
+        rnn_cell_scan("elman", gx, R)
+    with pytest.raises(ValueError, match="gx must be"):
+        rnn_cell_scan("gru", gx, R)
+    with pytest.raises(ValueError, match="R must be"):
+        rnn_cell_scan("lstm", gx, R[:, :, :4])
+    with pytest.raises(ValueError, match="initial_state"):
+        rnn_cell_scan("lstm", gx, R, initial_state=s0[:, :1])
+    with pytest.raises(ValueError, match="keep"):
+        rnn_cell_scan("lstm", gx, R, keep=torch.ones(2, 4))
