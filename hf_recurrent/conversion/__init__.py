@@ -23,6 +23,11 @@ from transformers import PreTrainedModel
 
 from ..modeling.registry import ARCHITECTURES
 from . import fla_gla  # noqa: F401  (registers the format)
+from . import hf_mamba, mamba_ssm  # noqa: F401  (register hf-mamba, mamba-ssm)
+from . import fla_retnet, gateloop  # noqa: F401  (register fla-retnet, gateloop)
+from . import mamba2  # noqa: F401  (registers hf-mamba2; mamba-ssm dispatches to it)
+from . import hf_rwkv, rwkv4, rwkv7  # noqa: F401  (register hf-rwkv, rwkv4, rwkv7)
+from . import mingru, torch_rnn  # noqa: F401  (register mingru, torch-lstm, torch-gru)
 from .checks import check_finite, check_state_dict
 from .errors import ConversionError
 from .output import refuse_existing, save_tokenizer, staged_output_dir

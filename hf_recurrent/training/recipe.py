@@ -88,7 +88,7 @@ def train(settings: TrainSettings) -> Path:
         adam_beta2=0.95,
         max_grad_norm=1.0,
         bf16=settings.bf16,
-        gradient_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing=settings.gradient_checkpointing,
         logging_steps=settings.logging_steps,
         save_strategy="no",
         report_to=[],
