@@ -1,8 +1,8 @@
 """What every architecture shares: config base, decoder shell, layers, cache plumbing."""
 
 from .cache import load_state, store_state
-from .configuration import RecurrentConfig
-from .layers import FEATURE_MAPS, GatedMLP, GatedRMSNorm, RMSNorm, ShortConvolution
+from .configuration import MultiHeadConfig, RecurrentConfig
+from .layers import FEATURE_MAPS, GatedMLP, GatedRMSNorm, RMSNorm, ShortConvolution, add_gated_output, gated_output
 from .modeling import (
     RecurrentBlock,
     RecurrentCausalLMOutput,
@@ -16,6 +16,7 @@ __all__ = [
     "FEATURE_MAPS",
     "GatedMLP",
     "GatedRMSNorm",
+    "MultiHeadConfig",
     "RMSNorm",
     "RecurrentBlock",
     "RecurrentCausalLMOutput",
@@ -25,6 +26,8 @@ __all__ = [
     "RecurrentModelOutput",
     "RecurrentPreTrainedModel",
     "ShortConvolution",
+    "add_gated_output",
+    "gated_output",
     "load_state",
     "store_state",
 ]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+
+from .layers import FEATURE_MAPS
 
 
 @strict
@@ -56,3 +60,48 @@ class RecurrentConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         if self.hidden_act not in ("swish", "silu"):
             raise ValueError(f"hidden_act must be 'swish' (SwiGLU MLP); got {self.hidden_act!r}")
+
+
+@strict
+class MultiHeadConfig(RecurrentConfig):
+    """Fields of multi-head linear-attention mixers (GLA, RetNet): widths, heads, grouped keys, output gate.
+
+    Key width ``hidden_size * expand_k`` and value width ``hidden_size * expand_v`` are split over ``num_heads``;
+    ``num_kv_heads < num_heads`` shares keys and values across groups of query heads; ``feature_map`` (a name of
+    ``FEATURE_MAPS``) applies to queries and keys; ``use_output_gate``: per-head ``RMSNorm(o) * silu(g_proj(x))``.
+    """
+
+    expand_k: float = 0.5
+    expand_v: float = 1.0
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    feature_map: str | None = None
+    use_output_gate: bool = True
+    elementwise_affine: bool = True
+
+    @property
+    def key_dim(self) -> int:
+        return round(self.hidden_size * self.expand_k)
+
+    @property
+    def value_dim(self) -> int:
+        return round(self.hidden_size * self.expand_v)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+    def validate_architecture(self) -> None:
+        super().validate_architecture()
+        for name, ratio in (("expand_k", self.expand_k), ("expand_v", self.expand_v)):
+            dim = self.hidden_size * ratio
+            if not math.isclose(dim, round(dim)) or round(dim) <= 0:
+                raise ValueError(f"hidden_size * {name} must be a positive integer; got {dim}")
+        if self.key_dim % self.num_heads or self.value_dim % self.num_heads:
+            raise ValueError(
+                f"key dim {self.key_dim} and value dim {self.value_dim} must be divisible by num_heads={self.num_heads}"
+            )
+        if self.num_heads % self.kv_heads:
+            raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.kv_heads}")
+        if self.feature_map is not None and self.feature_map not in FEATURE_MAPS:
+            raise ValueError(f"feature_map must be one of {sorted(FEATURE_MAPS)} or None; got {self.feature_map!r}")

@@ -32,6 +32,26 @@ class GatedRMSNorm(RMSNorm):
         return (super().forward(x.float()) * F.silu(gate.float())).to(x.dtype)
 
 
+def add_gated_output(mixer: nn.Module, config) -> None:
+    """Give a multi-head mixer its output end, under the published names: ``g_proj`` (None without an output gate),
+    ``g_norm`` (per-head RMSNorm over ``value_dim / num_heads``) and ``o_proj``; ``config`` is a MultiHeadConfig."""
+    mixer.g_proj = nn.Linear(config.hidden_size, config.value_dim, bias=False) if config.use_output_gate else None
+    norm_class = GatedRMSNorm if config.use_output_gate else RMSNorm
+    mixer.g_norm = norm_class(config.value_dim // config.num_heads, eps=config.norm_eps,
+                              elementwise_affine=config.elementwise_affine)
+    mixer.o_proj = nn.Linear(config.value_dim, config.hidden_size, bias=False)
+
+
+def gated_output(mixer: nn.Module, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``o_proj(RMSNorm(o) * silu(g_proj(x)))`` per head (``o_proj(RMSNorm(o))`` without the gate).
+
+    ``o``: ``[B, T, H, Dv]``; ``x``: the mixer's input ``[B, T, hidden]``; returns ``[B, T, hidden]``.
+    """
+    B, T, H, V = o.shape
+    o = mixer.g_norm(o, mixer.g_proj(x).view(B, T, H, V)) if mixer.g_proj is not None else mixer.g_norm(o)
+    return mixer.o_proj(o.reshape(B, T, -1))
+
+
 class GatedMLP(nn.Module):
     """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
 

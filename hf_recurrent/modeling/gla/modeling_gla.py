@@ -9,12 +9,12 @@ from transformers.cache_utils import Cache
 
 from ...kernels.linear_attention import gated_linear_attention, gated_linear_attention_step
 from ..common import (
+    add_gated_output,
+    gated_output,
     FEATURE_MAPS,
-    GatedRMSNorm,
     RecurrentForCausalLM,
     RecurrentModel,
     RecurrentPreTrainedModel,
-    RMSNorm,
     ShortConvolution,
     load_state,
     store_state,
@@ -49,7 +49,6 @@ class GatedLinearAttention(nn.Module):
         self.q_proj = nn.Linear(config.hidden_size, config.key_dim, bias=False)
         self.k_proj = nn.Linear(config.hidden_size, kv_key_dim, bias=False)
         self.v_proj = nn.Linear(config.hidden_size, kv_value_dim, bias=False)
-        self.g_proj = nn.Linear(config.hidden_size, config.value_dim, bias=False) if config.use_output_gate else None
         self.conv_dims = (config.key_dim, kv_key_dim, kv_value_dim)
         if config.use_short_conv:
             self.q_conv1d, self.k_conv1d, self.v_conv1d = (
@@ -62,9 +61,7 @@ class GatedLinearAttention(nn.Module):
             nn.Linear(config.hidden_size, config.gate_low_rank_dim, bias=False),
             nn.Linear(config.gate_low_rank_dim, kv_key_dim, bias=True),
         )
-        norm_class = GatedRMSNorm if config.use_output_gate else RMSNorm
-        self.g_norm = norm_class(self.head_v_dim, eps=config.norm_eps, elementwise_affine=config.elementwise_affine)
-        self.o_proj = nn.Linear(config.value_dim, config.hidden_size, bias=False)
+        add_gated_output(self, config)
 
     def forward(
         self,
@@ -108,11 +105,7 @@ class GatedLinearAttention(nn.Module):
             )
         store_state(cache, self.layer_idx, new_tail, state)
 
-        if self.g_proj is not None:
-            o = self.g_norm(o, self.g_proj(x).view(B, T, self.num_heads, self.head_v_dim))
-        else:
-            o = self.g_norm(o)
-        return self.o_proj(o.reshape(B, T, -1))
+        return gated_output(self, o, x)
 
 
 class GLAPreTrainedModel(RecurrentPreTrainedModel):

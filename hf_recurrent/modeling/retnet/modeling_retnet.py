@@ -8,12 +8,12 @@ from transformers.cache_utils import Cache
 
 from ...kernels.linear_attention import gated_linear_attention, gated_linear_attention_step
 from ..common import (
+    add_gated_output,
+    gated_output,
     FEATURE_MAPS,
-    GatedRMSNorm,
     RecurrentForCausalLM,
     RecurrentModel,
     RecurrentPreTrainedModel,
-    RMSNorm,
     load_state,
     store_state,
 )
@@ -68,10 +68,7 @@ class MultiScaleRetention(nn.Module):
         self.q_proj = nn.Linear(config.hidden_size, config.key_dim, bias=False)
         self.k_proj = nn.Linear(config.hidden_size, config.key_dim // self.groups, bias=False)
         self.v_proj = nn.Linear(config.hidden_size, config.value_dim // self.groups, bias=False)
-        self.g_proj = nn.Linear(config.hidden_size, config.value_dim, bias=False) if config.use_output_gate else None
-        norm_class = GatedRMSNorm if config.use_output_gate else RMSNorm
-        self.g_norm = norm_class(self.head_v_dim, eps=config.norm_eps, elementwise_affine=config.elementwise_affine)
-        self.o_proj = nn.Linear(config.value_dim, config.hidden_size, bias=False)
+        add_gated_output(self, config)
 
     def forward(
         self,
@@ -119,11 +116,7 @@ class MultiScaleRetention(nn.Module):
         store_state(cache, self.layer_idx, None, state)
         store_state(cache, self.layer_idx, None, seen_after, slot=POSITION_SLOT)
 
-        if self.g_proj is not None:
-            o = self.g_norm(o, self.g_proj(x).view(B, T, self.num_heads, self.head_v_dim))
-        else:
-            o = self.g_norm(o)
-        return self.o_proj(o.reshape(B, T, -1))
+        return gated_output(self, o, x)
 
 
 class HfrRetNetPreTrainedModel(RecurrentPreTrainedModel):
