@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from hf_recurrent.hub import export_model
 from hf_recurrent.kernels.backend import resolve_backend
 from hf_recurrent.modeling.gla import GLAConfig, GLAForCausalLM
+from hf_recurrent.tokenization import byte_level_tokenizer
 from tests.hub.test_export import LOADER, _into_hub_cache
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -53,6 +54,7 @@ def runs(tmp_path_factory):
         torch.manual_seed(0)
         model = GLAForCausalLM(GLAConfig(**CONFIG)).to(getattr(torch, dtype)).eval()
         model.save_pretrained(root / f"src-{dtype}")
+        byte_level_tokenizer().save_pretrained(root / f"src-{dtype}")  # the loader also loads the exported tokenizer
         export_model(root / f"src-{dtype}", root / f"hub-{dtype}", max_shard_size="5MB")
         _into_hub_cache(root / f"hub-{dtype}", root / "hub-cache", f"hfr-test/gla-{dtype}")
         model = model.cuda()
@@ -65,7 +67,7 @@ def runs(tmp_path_factory):
             }
         cases.append({"name": f"gla-{dtype}", "dir": str(root / f"hub-{dtype}"), "hub_id": f"hfr-test/gla-{dtype}",
                       "input_ids": ids.tolist(), "attention_mask": mask.tolist(), "max_new_tokens": NEW_TOKENS,
-                      "pad_token_id": 0})
+                      "pad_token_id": 0, "text": "def main():"})
     (root / "out").mkdir()
     spec = root / "spec.json"
     spec.write_text(json.dumps({"models": cases, "out": str(root / "out"), "threads": torch.get_num_threads(),
