@@ -52,3 +52,17 @@ def resolve_backend(backend: str | None, tensor: torch.Tensor) -> str:
                 "backend 'triton' needs CUDA tensors, or TRITON_INTERPRET=1 to run the kernels on the CPU (slowly)"
             )
     return backend
+
+
+def num_sequences(cu_seqlens: torch.Tensor | None, batch: int, length: int) -> int:
+    """How many sequences an op's inputs hold: ``batch``, or the packed ones ``cu_seqlens`` marks (then ``batch == 1``).
+
+    Every family's packed-sequence contract: ``cu_seqlens`` is int ``[N + 1]``, 1-D offsets from 0 to ``length``.
+    """
+    if cu_seqlens is None:
+        return batch
+    if batch != 1:
+        raise ValueError(f"packed sequences (cu_seqlens) need batch size 1; got {batch}")
+    if cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != length:
+        raise ValueError(f"cu_seqlens must be 1-D offsets from 0 to T={length}; got {cu_seqlens.tolist()}")
+    return cu_seqlens.numel() - 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backend import resolve_backend
+from ..backend import num_sequences, resolve_backend
 from . import reference
 
 __all__ = ["generalized_delta_rule", "generalized_delta_rule_step"]
@@ -45,13 +45,7 @@ def _check(r, log_w, k, v, a, b, initial_state, cu_seqlens) -> None:
         raise ValueError(f"v must be [B, T, H, V] = [{B}, {T}, {H}, V]; got {tuple(v.shape)}")
     if max(K, v.shape[-1]) > 256:
         raise ValueError(f"head dims K={K}, V={v.shape[-1]} must be <= 256")
-    n = B
-    if cu_seqlens is not None:
-        if B != 1:
-            raise ValueError(f"packed sequences (cu_seqlens) need batch size 1; got {B}")
-        if cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != T:
-            raise ValueError(f"cu_seqlens must be 1-D offsets from 0 to T={T}; got {cu_seqlens.tolist()}")
-        n = cu_seqlens.numel() - 1
+    n = num_sequences(cu_seqlens, B, T)
     if initial_state is not None and initial_state.shape != (n, H, K, v.shape[-1]):
         raise ValueError(
             f"initial_state must be [N, H, K, V] = {(n, H, K, v.shape[-1])}; got {tuple(initial_state.shape)}"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backend import resolve_backend
+from ..backend import num_sequences, resolve_backend
 from . import reference
 
 __all__ = ["gated_linear_attention", "gated_linear_attention_step"]
@@ -41,13 +41,7 @@ def _check(q, k, v, log_decay, initial_state, cu_seqlens) -> int:
         raise ValueError(f"v must be [B, T, H, V] = [{B}, {T}, {H}, V]; got {tuple(v.shape)}")
     if log_decay is not None and log_decay.shape not in ((B, T, H), (B, T, H, K)):
         raise ValueError(f"log_decay must be [B, T, H] or [B, T, H, K] = {(B, T, H, K)}; got {tuple(log_decay.shape)}")
-    n = B
-    if cu_seqlens is not None:
-        if B != 1:
-            raise ValueError(f"packed sequences (cu_seqlens) need batch size 1; got {B}")
-        if cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != T:
-            raise ValueError(f"cu_seqlens must be 1-D offsets from 0 to T={T}; got {cu_seqlens.tolist()}")
-        n = cu_seqlens.numel() - 1
+    n = num_sequences(cu_seqlens, B, T)
     if initial_state is not None and initial_state.shape != (n, H, K, v.shape[-1]):
         raise ValueError(
             f"initial_state must be [N, H, K, V] = {(n, H, K, v.shape[-1])}; got {tuple(initial_state.shape)}"

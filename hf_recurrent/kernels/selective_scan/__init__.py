@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backend import resolve_backend
+from ..backend import num_sequences, resolve_backend
 from . import reference
 
 __all__ = ["selective_scan", "selective_scan_step"]
@@ -54,13 +54,7 @@ def _check(x, dt, A, B, C, D, z, dt_bias, initial_state, cu_seqlens) -> None:
     for name, t in (("B", B), ("C", C)):
         if t.shape != (batch, T, N):
             raise ValueError(f"{name} must be [B, T, N] = {(batch, T, N)}; got {tuple(t.shape)}")
-    n = batch
-    if cu_seqlens is not None:
-        if batch != 1:
-            raise ValueError(f"packed sequences (cu_seqlens) need batch size 1; got {batch}")
-        if cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != T:
-            raise ValueError(f"cu_seqlens must be 1-D offsets from 0 to T={T}; got {cu_seqlens.tolist()}")
-        n = cu_seqlens.numel() - 1
+    n = num_sequences(cu_seqlens, batch, T)
     if initial_state is not None and initial_state.shape != (n, channels, N):
         raise ValueError(f"initial_state must be [S, D, N] = {(n, channels, N)}; got {tuple(initial_state.shape)}")
 

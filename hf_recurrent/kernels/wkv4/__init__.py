@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backend import resolve_backend
+from ..backend import num_sequences, resolve_backend
 from . import reference
 from .reference import empty_state
 
@@ -49,13 +49,7 @@ def _check(w, u, k, v, mask, initial_state, cu_seqlens) -> None:
             raise ValueError(f"{name} must be [H, D] = {(H, D)}; got {tuple(t.shape)}")
     if mask is not None and mask.shape != (B, T):
         raise ValueError(f"mask must be [B, T] = {(B, T)}; got {tuple(mask.shape)}")
-    n = B
-    if cu_seqlens is not None:
-        if B != 1:
-            raise ValueError(f"packed sequences (cu_seqlens) need batch size 1; got {B}")
-        if cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != T:
-            raise ValueError(f"cu_seqlens must be 1-D offsets from 0 to T={T}; got {cu_seqlens.tolist()}")
-        n = cu_seqlens.numel() - 1
+    n = num_sequences(cu_seqlens, B, T)
     if initial_state is not None and (initial_state.shape != (n, 3, H, D) or initial_state.dtype != torch.float32):
         raise ValueError(
             f"initial_state must be float32 [N, 3, H, D] = {(n, 3, H, D)}; got {initial_state.dtype} "
