@@ -192,3 +192,16 @@ def test_failed_overwrite_keeps_the_old_destination(fla_checkpoint: Path) -> Non
         convert("fla-gla", fla_checkpoint, dst, overwrite=True)
     assert [p.name for p in dst.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in fla_checkpoint.parent.iterdir()) == ["existing", "src"]
+
+
+def test_command_line_reports_a_conversion_error_in_one_line(fla_checkpoint: Path, capsys) -> None:
+    from hf_recurrent.cli import main
+
+    state = load_file(fla_checkpoint / "model.safetensors")
+    state.pop("model.norm.weight")
+    save_file(state, fla_checkpoint / "model.safetensors")
+    dst = fla_checkpoint.parent / "out"
+    assert main(["convert", "fla-gla", str(fla_checkpoint), str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert "conversion failed" in err and "model.norm.weight" in err and "Traceback" not in err
+    assert not dst.exists()
