@@ -122,9 +122,9 @@ def peers(batches: list[int], new_tokens: int) -> list[dict]:
     rows = []
     candidates = []
     try:
-        from fla.models import GLAConfig, GLAForCausalLM
+        from fla.models import GLAConfig as FlaGLAConfig, GLAForCausalLM as FlaGLAForCausalLM
 
-        candidates.append(("fla-gla", lambda: GLAForCausalLM(GLAConfig(**CONFIGS["gla"], fuse_cross_entropy=False))))
+        candidates.append(("fla-gla", lambda: FlaGLAForCausalLM(FlaGLAConfig(**CONFIGS["gla"], fuse_cross_entropy=False))))
     except Exception as err:  # noqa: BLE001
         rows.append(dict(arch="fla-gla", error=repr(err)[:300]))
     from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM

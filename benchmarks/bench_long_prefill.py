@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from benchmarks.common import environment, write_json
-from hf_recurrent.modeling.gla import GLAConfig, GLAForCausalLM
+from hf_recurrent.modeling.gla import HfrGLAConfig, HfrGLAForCausalLM
 
 
 def measure(model, length: int, chunk: int | None) -> dict:
@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/long_prefill.json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = GLAConfig(hidden_size=2048, num_hidden_layers=24, num_heads=4, vocab_size=32000)
-    model = GLAForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    config = HfrGLAConfig(hidden_size=2048, num_hidden_layers=24, num_heads=4, vocab_size=32000)
+    model = HfrGLAForCausalLM(config).to("cuda", torch.bfloat16).eval()
     rows = []
     for length in args.lengths:
         for chunk in (8192, None):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import hf_recurrent  # noqa: F401  (registers the architectures)
 from benchmarks.common import environment, write_json
 from hf_recurrent.kernels.delta_rule import generalized_delta_rule
-from hf_recurrent.modeling.rwkv7 import RWKV7Config, RWKV7ForCausalLM
+from hf_recurrent.modeling.rwkv7 import HfrRWKV7Config, HfrRWKV7ForCausalLM
 
 H, D, TOKENS = 32, 64, 16384
 CONFIG_1B5 = dict(vocab_size=65536, hidden_size=2048, num_hidden_layers=24, head_size=64, intermediate_size=8192,
@@ -75,7 +75,7 @@ def bench_kernels() -> list[dict]:
 
 def bench_decode(new_tokens: int) -> list[dict]:
     torch.manual_seed(0)
-    model = RWKV7ForCausalLM(RWKV7Config(**CONFIG_1B5)).to("cuda", torch.bfloat16).eval()
+    model = HfrRWKV7ForCausalLM(HfrRWKV7Config(**CONFIG_1B5)).to("cuda", torch.bfloat16).eval()
     params = sum(p.numel() for p in model.parameters())
     rows = []
     for batch in (1, 16):

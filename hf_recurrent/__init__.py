@@ -5,31 +5,31 @@
 """
 
 from .modeling import ARCHITECTURES
-from .modeling.gla import GLAConfig, GLAForCausalLM, GLAModel
+from .modeling.gla import HfrGLAConfig, HfrGLAForCausalLM, HfrGLAModel
 from .modeling.gateloop import HfrGateLoopConfig, HfrGateLoopForCausalLM, HfrGateLoopModel
 from .modeling.mamba import HfrMambaConfig, HfrMambaForCausalLM, HfrMambaModel
 from .modeling.mamba2 import HfrMamba2Config, HfrMamba2ForCausalLM, HfrMamba2Model
 from .modeling.retnet import HfrRetNetConfig, HfrRetNetForCausalLM, HfrRetNetModel
-from .modeling.rwkv4 import RWKV4Config, RWKV4ForCausalLM, RWKV4Model
-from .modeling.rwkv7 import RWKV7Config, RWKV7ForCausalLM, RWKV7Model
+from .modeling.rwkv4 import HfrRWKV4Config, HfrRWKV4ForCausalLM, HfrRWKV4Model
+from .modeling.rwkv7 import HfrRWKV7Config, HfrRWKV7ForCausalLM, HfrRWKV7Model
 from .modeling.minrnn import (
-    MinGRUConfig,
-    MinGRUForCausalLM,
-    MinGRUModel,
-    MinLSTMConfig,
-    MinLSTMForCausalLM,
-    MinLSTMModel,
+    HfrMinGRUConfig,
+    HfrMinGRUForCausalLM,
+    HfrMinGRUModel,
+    HfrMinLSTMConfig,
+    HfrMinLSTMForCausalLM,
+    HfrMinLSTMModel,
 )
 from .modeling.rnn import (
-    GRUConfig,
-    GRUForCausalLM,
-    GRUModel,
-    LSTMConfig,
-    LSTMForCausalLM,
-    LSTMModel,
-    SLSTMConfig,
-    SLSTMForCausalLM,
-    SLSTMModel,
+    HfrGRUConfig,
+    HfrGRUForCausalLM,
+    HfrGRUModel,
+    HfrLSTMConfig,
+    HfrLSTMForCausalLM,
+    HfrLSTMModel,
+    HfrSLSTMConfig,
+    HfrSLSTMForCausalLM,
+    HfrSLSTMModel,
 )
 from .tokenization_world import RwkvWorldTokenizer
 
@@ -37,9 +37,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCHITECTURES",
-    "GLAConfig",
-    "GLAForCausalLM",
-    "GLAModel",
+    "HfrGLAConfig",
+    "HfrGLAForCausalLM",
+    "HfrGLAModel",
     "HfrGateLoopConfig",
     "HfrGateLoopForCausalLM",
     "HfrGateLoopModel",
@@ -52,27 +52,27 @@ __all__ = [
     "HfrRetNetConfig",
     "HfrRetNetForCausalLM",
     "HfrRetNetModel",
-    "RWKV4Config",
-    "RWKV4ForCausalLM",
-    "RWKV4Model",
-    "RWKV7Config",
-    "RWKV7ForCausalLM",
-    "RWKV7Model",
-    "GRUConfig",
-    "GRUForCausalLM",
-    "GRUModel",
-    "LSTMConfig",
-    "LSTMForCausalLM",
-    "LSTMModel",
-    "MinGRUConfig",
-    "MinGRUForCausalLM",
-    "MinGRUModel",
-    "MinLSTMConfig",
-    "MinLSTMForCausalLM",
-    "MinLSTMModel",
-    "SLSTMConfig",
-    "SLSTMForCausalLM",
-    "SLSTMModel",
+    "HfrRWKV4Config",
+    "HfrRWKV4ForCausalLM",
+    "HfrRWKV4Model",
+    "HfrRWKV7Config",
+    "HfrRWKV7ForCausalLM",
+    "HfrRWKV7Model",
+    "HfrGRUConfig",
+    "HfrGRUForCausalLM",
+    "HfrGRUModel",
+    "HfrLSTMConfig",
+    "HfrLSTMForCausalLM",
+    "HfrLSTMModel",
+    "HfrMinGRUConfig",
+    "HfrMinGRUForCausalLM",
+    "HfrMinGRUModel",
+    "HfrMinLSTMConfig",
+    "HfrMinLSTMForCausalLM",
+    "HfrMinLSTMModel",
+    "HfrSLSTMConfig",
+    "HfrSLSTMForCausalLM",
+    "HfrSLSTMModel",
     "RwkvWorldTokenizer",
     "__version__",
 ]

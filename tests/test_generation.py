@@ -5,17 +5,17 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig, TextIteratorStreamer, pipeline
 
-from hf_recurrent.modeling.gla import GLAConfig, GLAForCausalLM
+from hf_recurrent.modeling.gla import HfrGLAConfig, HfrGLAForCausalLM
 from hf_recurrent.tokenization import byte_level_tokenizer
 
 
 def _model_and_tokenizer():
     tok = byte_level_tokenizer()
     torch.manual_seed(0)
-    config = GLAConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_heads=2, hidden_ratio=2,
+    config = HfrGLAConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_heads=2, hidden_ratio=2,
                        initializer_range=0.3, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                        bos_token_id=None)
-    model = GLAForCausalLM(config).eval()
+    model = HfrGLAForCausalLM(config).eval()
     with torch.no_grad():  # printable ASCII only (other rows give logit 0, below the best printable one)
         printable = torch.zeros(config.vocab_size, dtype=torch.bool)
         printable[32:127] = True

@@ -40,7 +40,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 
 from ..modeling.common.layers import FEATURE_MAPS
-from ..modeling.gla import GLAConfig
+from ..modeling.gla import HfrGLAConfig
 from .checks import format_shape
 from .errors import ConversionError
 from .io import load_weights, read_config, require_dir
@@ -88,8 +88,8 @@ _RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
-def gla_config_from_fla(fla_config: Mapping[str, Any], weight_names: Iterable[str] = ()) -> GLAConfig:
-    """Our :class:`GLAConfig` for fla's GLA ``config.json`` contents.
+def gla_config_from_fla(fla_config: Mapping[str, Any], weight_names: Iterable[str] = ()) -> HfrGLAConfig:
+    """Our :class:`HfrGLAConfig` for fla's GLA ``config.json`` contents.
 
     ``weight_names`` (fla's parameter names) decides ``conv_bias``: fla's GLA model never builds convolution
     biases, but its layer can, so a checkpoint that has them keeps them.
@@ -105,7 +105,7 @@ def gla_config_from_fla(fla_config: Mapping[str, Any], weight_names: Iterable[st
         fields["norm_eps"] = fla_config["rms_norm_eps"]
     fields["conv_bias"] = any(re.search(r"\.attn\.[qkv]_conv1d\.bias$", name) for name in weight_names)
     try:
-        return GLAConfig(**fields)
+        return HfrGLAConfig(**fields)
     except (TypeError, ValueError, StrictDataclassError) as err:
         raise ConversionError(f"config.json describes a GLA that hfr_gla cannot represent: {err}") from None
 
@@ -132,7 +132,7 @@ def _refuse_unrepresentable(cfg: Mapping[str, Any]) -> None:
         raise ConversionError("this fla GLA checkpoint uses features hfr_gla does not have: " + "; ".join(reasons))
 
 
-def gla_state_dict_from_fla(fla_state: Mapping[str, torch.Tensor], config: GLAConfig) -> dict[str, torch.Tensor]:
+def gla_state_dict_from_fla(fla_state: Mapping[str, torch.Tensor], config: HfrGLAConfig) -> dict[str, torch.Tensor]:
     """fla's GLA weights under our names; works on meta tensors too.
 
     Unknown names pass through unchanged, so that the shared key check reports them as unexpected. The fused
@@ -162,7 +162,7 @@ def _rename(name: str) -> str:
     return name
 
 
-def _split_fused_mlp(fused: torch.Tensor, prefix: str, config: GLAConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _split_fused_mlp(fused: torch.Tensor, prefix: str, config: HfrGLAConfig) -> tuple[torch.Tensor, torch.Tensor]:
     expected = (2 * config.mlp_size, config.hidden_size)
     if tuple(fused.shape) != expected:
         raise ConversionError(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..modeling.rwkv4 import RWKV4Config
+from ..modeling.rwkv4 import HfrRWKV4Config
 from .errors import ConversionError
 from .io import load_weights, read_config, require_dir
 from .registry import ConvertedCheckpoint, SourceFormat, register_format
@@ -45,7 +45,7 @@ _RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
-def rwkv4_config_from_hf(cfg: dict) -> RWKV4Config:
+def rwkv4_config_from_hf(cfg: dict) -> HfrRWKV4Config:
     """Our config for transformers' ``RwkvConfig`` contents."""
     if cfg.get("model_type") != "rwkv":
         raise ConversionError(
@@ -53,7 +53,7 @@ def rwkv4_config_from_hf(cfg: dict) -> RWKV4Config:
         )
     try:
         hidden = cfg["hidden_size"]
-        return RWKV4Config(
+        return HfrRWKV4Config(
             vocab_size=cfg["vocab_size"],
             hidden_size=hidden,
             num_hidden_layers=cfg["num_hidden_layers"],

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..modeling.minrnn import MinGRUConfig, MinLSTMConfig
+from ..modeling.minrnn import HfrMinGRUConfig, HfrMinLSTMConfig
 from .errors import ConversionError
 from .io import load_weights
 from .registry import ConvertedCheckpoint, SourceFormat, register_format
@@ -63,7 +63,7 @@ def _get(state: Mapping[str, torch.Tensor], key: str, dims: int, what: str) -> t
     return state[key]
 
 
-def mingru_to_ours(state: Mapping[str, torch.Tensor]) -> tuple[MinGRUConfig | MinLSTMConfig, dict]:
+def mingru_to_ours(state: Mapping[str, torch.Tensor]) -> tuple[HfrMinGRUConfig | HfrMinLSTMConfig, dict]:
     """Our config and state dict for a minLM state dict."""
     vocab, dim = _get(state, "token_emb.weight", 2, "embedding [vocab, dim]").shape
     layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))})
@@ -78,7 +78,7 @@ def mingru_to_ours(state: Mapping[str, torch.Tensor]) -> tuple[MinGRUConfig | Mi
     inner = rows // parts
     ff = _get(state, "layers.0.4.0.weight", 2, "MLP input weight").shape[0]
     conv = state.get("layers.0.0.net.0.weight")
-    config_class = MinLSTMConfig if use_lstm else MinGRUConfig
+    config_class = HfrMinLSTMConfig if use_lstm else HfrMinGRUConfig
     config = config_class(
         vocab_size=vocab, hidden_size=dim, num_hidden_layers=len(layers), expansion=inner / dim,
         proj_out="layers.0.2.to_out.weight" in state, intermediate_size=ff, use_conv=conv is not None,

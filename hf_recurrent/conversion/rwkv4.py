@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..modeling.rwkv4 import RWKV4Config
+from ..modeling.rwkv4 import HfrRWKV4Config
 from .errors import ConversionError
 from .io import load_weights
 from .registry import ConvertedCheckpoint, SourceFormat, register_format
@@ -106,7 +106,7 @@ def byte_or_world_tokenizer(src: Path, vocab_size: int) -> PreTrainedTokenizerBa
     return None
 
 
-def rwkv4_config_from_state(state: Mapping[str, torch.Tensor]) -> RWKV4Config:
+def rwkv4_config_from_state(state: Mapping[str, torch.Tensor]) -> HfrRWKV4Config:
     """Our config inferred from BlinkDL's RWKV-4 tensor shapes."""
     vocab_size, hidden_size = require(state, "emb.weight", 2, "RWKV embedding [vocab, hidden]").shape
     num_layers = count_blocks(state)
@@ -114,7 +114,7 @@ def rwkv4_config_from_state(state: Mapping[str, torch.Tensor]) -> RWKV4Config:
     ffn = require(state, "blocks.0.ffn.key.weight", 2, "RWKV-4 channel-mix key [dim_ffn, hidden]").shape[0]
     if "blocks.0.att.time_decay" not in state:
         raise ConversionError("missing key 'blocks.0.att.time_decay': not an RWKV-4 checkpoint (RWKV-7 has att.w0)")
-    return RWKV4Config(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+    return HfrRWKV4Config(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
                        attention_hidden_size=attention, intermediate_size=ffn)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..modeling.rwkv7 import RWKV7Config
+from ..modeling.rwkv7 import HfrRWKV7Config
 from .errors import ConversionError
 from .io import load_weights
 from .registry import ConvertedCheckpoint, SourceFormat, register_format
@@ -59,7 +59,7 @@ def _lora_rank(state: Mapping[str, torch.Tensor], name: str, num_layers: int) ->
     return None
 
 
-def rwkv7_config_from_state(state: Mapping[str, torch.Tensor]) -> RWKV7Config:
+def rwkv7_config_from_state(state: Mapping[str, torch.Tensor]) -> HfrRWKV7Config:
     """Our config inferred from BlinkDL's RWKV-7 tensor shapes."""
     vocab_size, hidden_size = require(state, "emb.weight", 2, "RWKV embedding [vocab, hidden]").shape
     num_layers = count_blocks(state)
@@ -75,7 +75,7 @@ def rwkv7_config_from_state(state: Mapping[str, torch.Tensor]) -> RWKV7Config:
             raise ConversionError(f"missing key 'blocks.0.att.{name}': not an RWKV-7 checkpoint")
     ffn = require(state, "blocks.0.ffn.key.weight", 2, "RWKV-7 channel-mix key [dim_ffn, hidden]").shape[0]
     try:
-        return RWKV7Config(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+        return HfrRWKV7Config(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
                            head_size=head_size, intermediate_size=ffn, decay_low_rank_dim=ranks["w1"],
                            a_low_rank_dim=ranks["a1"], v_low_rank_dim=ranks["v1"] or 32, gate_low_rank_dim=ranks["g1"])
     except (TypeError, ValueError) as err:

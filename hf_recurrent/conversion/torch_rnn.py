@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..modeling.rnn import GRUConfig, LSTMConfig
+from ..modeling.rnn import HfrGRUConfig, HfrLSTMConfig
 from .errors import ConversionError
 from .io import load_weights
 from .registry import ConvertedCheckpoint, SourceFormat, register_format
@@ -49,7 +49,7 @@ def _require(state: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...]
     return tensor
 
 
-def torch_rnn_to_ours(cell: str, state: Mapping[str, torch.Tensor]) -> tuple[LSTMConfig | GRUConfig, dict]:
+def torch_rnn_to_ours(cell: str, state: Mapping[str, torch.Tensor]) -> tuple[HfrLSTMConfig | HfrGRUConfig, dict]:
     """Our config and state dict for a word-language-model state dict whose recurrence is ``cell``."""
     unsupported = sorted(k for k in state if k.endswith("_reverse") or "weight_hr_l" in k)
     if unsupported:
@@ -100,7 +100,7 @@ def torch_rnn_to_ours(cell: str, state: Mapping[str, torch.Tensor]) -> tuple[LST
     extra = sorted(set(state) - {k for k in state if k.startswith(("encoder.", "rnn.", "decoder."))})
     if extra:
         raise ConversionError(f"unexpected keys for torch-{cell}: {extra[:5]}")
-    config_class = LSTMConfig if cell == "lstm" else GRUConfig
+    config_class = HfrLSTMConfig if cell == "lstm" else HfrGRUConfig
     config = config_class(
         vocab_size=vocab, hidden_size=H, num_hidden_layers=len(layers), num_heads=1, plain_stack=True,
         hidden_ratio=0, lm_head_bias="decoder.bias" in state, tie_word_embeddings=tied,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_recurrent.modeling.gla import GLAConfig, GLAForCausalLM
+from hf_recurrent.modeling.gla import HfrGLAConfig, HfrGLAForCausalLM
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-def _model(**overrides) -> GLAForCausalLM:
+def _model(**overrides) -> HfrGLAForCausalLM:
     torch.manual_seed(0)
-    config = GLAConfig(**{**dict(vocab_size=512, hidden_size=256, num_hidden_layers=4, num_heads=4,
+    config = HfrGLAConfig(**{**dict(vocab_size=512, hidden_size=256, num_hidden_layers=4, num_heads=4,
                                  use_short_conv=True, initializer_range=0.05), **overrides})
-    return GLAForCausalLM(config).cuda().eval()
+    return HfrGLAForCausalLM(config).cuda().eval()
 
 
 @pytest.mark.parametrize("mode", [dict(do_sample=False), dict(num_beams=4)], ids=["greedy", "beam"])

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from hf_recurrent.hub import export_model
 from hf_recurrent.kernels.backend import resolve_backend
-from hf_recurrent.modeling.gla import GLAConfig, GLAForCausalLM
+from hf_recurrent.modeling.gla import HfrGLAConfig, HfrGLAForCausalLM
 from hf_recurrent.tokenization import byte_level_tokenizer
 from tests.hub.test_export import LOADER, _into_hub_cache
 
@@ -52,7 +52,7 @@ def runs(tmp_path_factory):
     cases, originals = [], {}
     for dtype in TOLERANCE:
         torch.manual_seed(0)
-        model = GLAForCausalLM(GLAConfig(**CONFIG)).to(getattr(torch, dtype)).eval()
+        model = HfrGLAForCausalLM(HfrGLAConfig(**CONFIG)).to(getattr(torch, dtype)).eval()
         model.save_pretrained(root / f"src-{dtype}")
         byte_level_tokenizer().save_pretrained(root / f"src-{dtype}")  # the loader also loads the exported tokenizer
         export_model(root / f"src-{dtype}", root / f"hub-{dtype}", max_shard_size="5MB")

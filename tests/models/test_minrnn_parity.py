@@ -64,9 +64,9 @@ def test_not_a_minlm_state_dict_is_refused(tmp_path: Path):
 
 
 def test_configs_refuse_impossible_values():
-    from hf_recurrent import MinGRUConfig
+    from hf_recurrent import HfrMinGRUConfig
 
     with pytest.raises(Exception, match="hidden_act"):
-        MinGRUConfig(hidden_act="swish")
+        HfrMinGRUConfig(hidden_act="swish")
     with pytest.raises(Exception, match="proj_out=False needs expansion=1"):
-        MinGRUConfig(hidden_size=32, expansion=1.5, proj_out=False)
+        HfrMinGRUConfig(hidden_size=32, expansion=1.5, proj_out=False)

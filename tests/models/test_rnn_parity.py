@@ -110,19 +110,19 @@ def test_bad_input_is_refused_clearly(fmt, make, message, tmp_path: Path):
 
 
 def test_configs_refuse_impossible_values():
-    from hf_recurrent import LSTMConfig, SLSTMConfig
+    from hf_recurrent import HfrLSTMConfig, HfrSLSTMConfig
 
     with pytest.raises(Exception, match="divisible by num_heads"):
-        LSTMConfig(hidden_size=30, num_heads=4)
+        HfrLSTMConfig(hidden_size=30, num_heads=4)
     with pytest.raises(Exception, match="plain_stack layers have no MLP"):
-        LSTMConfig(hidden_size=32, num_heads=1, plain_stack=True)
+        HfrLSTMConfig(hidden_size=32, num_heads=1, plain_stack=True)
     with pytest.raises(Exception, match="conv_size"):
-        SLSTMConfig(hidden_size=32, num_heads=2, conv_size=1)
+        HfrSLSTMConfig(hidden_size=32, num_heads=2, conv_size=1)
 
 
 def test_packed_sequences_are_refused_clearly():
-    from hf_recurrent import LSTMConfig, LSTMForCausalLM
+    from hf_recurrent import HfrLSTMConfig, HfrLSTMForCausalLM
 
-    model = LSTMForCausalLM(LSTMConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_heads=1))
+    model = HfrLSTMForCausalLM(HfrLSTMConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_heads=1))
     with pytest.raises(ValueError, match="cannot run packed sequences"):
         model(torch.zeros(1, 6, dtype=torch.long), cu_seqlens=torch.tensor([0, 2, 6]), use_cache=False)

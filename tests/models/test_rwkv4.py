@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from hf_recurrent.conversion import ConversionError, convert
-from hf_recurrent.modeling.rwkv4 import RWKV4ForCausalLM
+from hf_recurrent.modeling.rwkv4 import HfrRWKV4ForCausalLM
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_DIR = REPO_ROOT / ".." / "shared" / "data" / "rwkv4-tiny"
@@ -29,7 +29,7 @@ def tiny_rwkv4(tmp_path_factory) -> Path:
 def test_real_checkpoint_matches_rwkv_cpp_logits(tiny_rwkv4):
     expected = torch.from_numpy(np.fromfile(TINY_DIR / "expected-logits.bin", dtype=np.float32))
     model = AutoModelForCausalLM.from_pretrained(tiny_rwkv4, dtype=torch.float32).eval()
-    assert isinstance(model, RWKV4ForCausalLM)
+    assert isinstance(model, HfrRWKV4ForCausalLM)
     cfg = model.config
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, cfg.mlp_size) == (4, 128, 256, 256)
     tokenizer = AutoTokenizer.from_pretrained(tiny_rwkv4)

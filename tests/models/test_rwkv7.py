@@ -131,9 +131,9 @@ def test_published_sizes_map_on_the_meta_device(layers, width, vocab):
     """RWKV-7 World sizes (layers x width), shapes of BlinkDL's layout with its LoRA-width rules; no memory used."""
     from hf_recurrent.conversion import ConvertedCheckpoint, build_model
     from hf_recurrent.conversion.rwkv7 import rwkv7_config_from_state, rwkv7_state_dict_from_blinkdl
-    from hf_recurrent.modeling.rwkv7 import RWKV7Config
+    from hf_recurrent.modeling.rwkv7 import HfrRWKV7Config
 
-    ranks = RWKV7Config(hidden_size=width).lora_ranks
+    ranks = HfrRWKV7Config(hidden_size=width).lora_ranks
     with torch.device("meta"):
         state = blinkdl_rwkv7_state(vocab=vocab, C=width, layers=layers, head=64, ffn=4 * width,
                                     ranks=tuple(ranks[n] for n in "wavg"), meta=True)

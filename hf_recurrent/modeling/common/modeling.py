@@ -5,14 +5,14 @@
 An architecture supplies a config (subclass of :class:`RecurrentConfig`) and a token mixer; it declares its model
 classes in three lines each::
 
-    class GLAPreTrainedModel(RecurrentPreTrainedModel):
-        config_class = GLAConfig
+    class HfrGLAPreTrainedModel(RecurrentPreTrainedModel):
+        config_class = HfrGLAConfig
         mixer_class = GatedLinearAttention
 
-    class GLAModel(GLAPreTrainedModel, RecurrentModel): ...
+    class HfrGLAModel(HfrGLAPreTrainedModel, RecurrentModel): ...
 
-    class GLAForCausalLM(GLAPreTrainedModel, RecurrentForCausalLM):
-        base_model_class = GLAModel
+    class HfrGLAForCausalLM(HfrGLAPreTrainedModel, RecurrentForCausalLM):
+        base_model_class = HfrGLAModel
 
 An architecture whose block differs (no MLP, a stateful channel mixer, LayerNorm, an extra norm after the
 embedding) sets ``block_class`` to a subclass of :class:`RecurrentBlock`; everything else stays shared. A block

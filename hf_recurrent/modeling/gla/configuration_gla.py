@@ -8,7 +8,7 @@ from ..common.configuration import MultiHeadConfig
 
 
 @strict
-class GLAConfig(MultiHeadConfig):
+class HfrGLAConfig(MultiHeadConfig):
     """GLA: per head, ``S_t = diag(a_t) S_{t-1} + k_t^T v_t``, ``o_t = q_t S_t / sqrt(d_k)``.
 
     ``a_t = exp(logsigmoid(W2 W1 x_t + b) / gate_logit_normalizer)`` (clamped below at ``clamp_min`` in log space);

@@ -19,7 +19,7 @@ from ..common import (
     load_state,
     store_state,
 )
-from .configuration_gla import GLAConfig
+from .configuration_gla import HfrGLAConfig
 
 
 class GatedLinearAttention(nn.Module):
@@ -34,7 +34,7 @@ class GatedLinearAttention(nn.Module):
     ``[B, H, Dk, Dv]`` float32. Padded positions get zero key and zero log decay: the state passes unchanged.
     """
 
-    def __init__(self, config: GLAConfig, layer_idx: int) -> None:
+    def __init__(self, config: HfrGLAConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         self.num_heads = config.num_heads
@@ -108,16 +108,16 @@ class GatedLinearAttention(nn.Module):
         return gated_output(self, o, x)
 
 
-class GLAPreTrainedModel(RecurrentPreTrainedModel):
-    config_class = GLAConfig
+class HfrGLAPreTrainedModel(RecurrentPreTrainedModel):
+    config_class = HfrGLAConfig
     mixer_class = GatedLinearAttention
 
 
-class GLAModel(GLAPreTrainedModel, RecurrentModel):
+class HfrGLAModel(HfrGLAPreTrainedModel, RecurrentModel):
     """The GLA decoder stack without an LM head."""
 
 
-class GLAForCausalLM(GLAPreTrainedModel, RecurrentForCausalLM):
+class HfrGLAForCausalLM(HfrGLAPreTrainedModel, RecurrentForCausalLM):
     """GLA causal language model."""
 
-    base_model_class = GLAModel
+    base_model_class = HfrGLAModel

@@ -55,7 +55,7 @@ class MinRNNConfig(RecurrentConfig):
 
 
 @strict
-class MinGRUConfig(MinRNNConfig):
+class HfrMinGRUConfig(MinRNNConfig):
     """minGRU: ``h_t = (1 - z_t) h_{t-1} + z_t g(h~_t)``, ``z_t = sigmoid(k_t)``, both from one projection."""
 
     model_type = "hfr_mingru"
@@ -63,7 +63,7 @@ class MinGRUConfig(MinRNNConfig):
 
 
 @strict
-class MinLSTMConfig(MinRNNConfig):
+class HfrMinLSTMConfig(MinRNNConfig):
     """minLSTM: ``h_t = f'_t h_{t-1} + i'_t g(h~_t)`` with ``f', i'`` the forget and input gates normalised to sum 1."""
 
     model_type = "hfr_minlstm"

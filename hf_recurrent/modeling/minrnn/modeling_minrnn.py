@@ -18,7 +18,7 @@ from ..common import (
     load_state,
     store_state,
 )
-from .configuration_minrnn import MinGRUConfig, MinLSTMConfig, MinRNNConfig
+from .configuration_minrnn import HfrMinGRUConfig, HfrMinLSTMConfig, MinRNNConfig
 
 
 def positive(x: torch.Tensor) -> torch.Tensor:
@@ -122,29 +122,29 @@ class MinRNNPreTrainedModel(RecurrentPreTrainedModel):
     block_class = MinLMBlock
 
 
-class MinGRUPreTrainedModel(MinRNNPreTrainedModel):
-    config_class = MinGRUConfig
+class HfrMinGRUPreTrainedModel(MinRNNPreTrainedModel):
+    config_class = HfrMinGRUConfig
 
 
-class MinGRUModel(MinGRUPreTrainedModel, RecurrentModel):
+class HfrMinGRUModel(HfrMinGRUPreTrainedModel, RecurrentModel):
     """The minGRU decoder stack without an LM head."""
 
 
-class MinGRUForCausalLM(MinGRUPreTrainedModel, RecurrentForCausalLM):
+class HfrMinGRUForCausalLM(HfrMinGRUPreTrainedModel, RecurrentForCausalLM):
     """minGRU causal language model (minGRU-pytorch's ``minLM``)."""
 
-    base_model_class = MinGRUModel
+    base_model_class = HfrMinGRUModel
 
 
-class MinLSTMPreTrainedModel(MinRNNPreTrainedModel):
-    config_class = MinLSTMConfig
+class HfrMinLSTMPreTrainedModel(MinRNNPreTrainedModel):
+    config_class = HfrMinLSTMConfig
 
 
-class MinLSTMModel(MinLSTMPreTrainedModel, RecurrentModel):
+class HfrMinLSTMModel(HfrMinLSTMPreTrainedModel, RecurrentModel):
     """The minLSTM decoder stack without an LM head."""
 
 
-class MinLSTMForCausalLM(MinLSTMPreTrainedModel, RecurrentForCausalLM):
+class HfrMinLSTMForCausalLM(HfrMinLSTMPreTrainedModel, RecurrentForCausalLM):
     """minLSTM causal language model (minGRU-pytorch's ``minLM(use_lstm=True)``)."""
 
-    base_model_class = MinLSTMModel
+    base_model_class = HfrMinLSTMModel

@@ -45,7 +45,7 @@ class GatedRNNConfig(RecurrentConfig):
 
 
 @strict
-class LSTMConfig(GatedRNNConfig):
+class HfrLSTMConfig(GatedRNNConfig):
     """LSTM (Hochreiter & Schmidhuber, 1997), gates ``(i, f, z, o)`` in ``torch.nn.LSTM``'s order."""
 
     model_type = "hfr_lstm"
@@ -53,7 +53,7 @@ class LSTMConfig(GatedRNNConfig):
 
 
 @strict
-class GRUConfig(GatedRNNConfig):
+class HfrGRUConfig(GatedRNNConfig):
     """GRU (Cho et al., 2014), gates ``(r, z, n)`` as ``torch.nn.GRU`` (the reset gate scales ``W_hn h + b_hn``)."""
 
     model_type = "hfr_gru"
@@ -61,7 +61,7 @@ class GRUConfig(GatedRNNConfig):
 
 
 @strict
-class SLSTMConfig(GatedRNNConfig):
+class HfrSLSTMConfig(GatedRNNConfig):
     """sLSTM (Beck et al., "xLSTM", 2024): exponential input gate, normaliser and stabiliser states.
 
     As in xLSTM's sLSTM block, a causal convolution (width ``conv_size``, SiLU) of the input feeds the input and

@@ -17,7 +17,7 @@ from ..common import (
     load_state,
     store_state,
 )
-from .configuration_rnn import GatedRNNConfig, GRUConfig, LSTMConfig, SLSTMConfig
+from .configuration_rnn import GatedRNNConfig, HfrGRUConfig, HfrLSTMConfig, HfrSLSTMConfig
 
 
 class GatedRNNMixer(nn.Module):
@@ -144,43 +144,43 @@ class GatedRNNForCausalLM(RecurrentForCausalLM):
             self.post_init()
 
 
-class LSTMPreTrainedModel(GatedRNNPreTrainedModel):
-    config_class = LSTMConfig
+class HfrLSTMPreTrainedModel(GatedRNNPreTrainedModel):
+    config_class = HfrLSTMConfig
 
 
-class LSTMModel(LSTMPreTrainedModel, GatedRNNModel):
+class HfrLSTMModel(HfrLSTMPreTrainedModel, GatedRNNModel):
     """The LSTM decoder stack without an LM head."""
 
 
-class LSTMForCausalLM(LSTMPreTrainedModel, GatedRNNForCausalLM):
+class HfrLSTMForCausalLM(HfrLSTMPreTrainedModel, GatedRNNForCausalLM):
     """LSTM causal language model."""
 
-    base_model_class = LSTMModel
+    base_model_class = HfrLSTMModel
 
 
-class GRUPreTrainedModel(GatedRNNPreTrainedModel):
-    config_class = GRUConfig
+class HfrGRUPreTrainedModel(GatedRNNPreTrainedModel):
+    config_class = HfrGRUConfig
 
 
-class GRUModel(GRUPreTrainedModel, GatedRNNModel):
+class HfrGRUModel(HfrGRUPreTrainedModel, GatedRNNModel):
     """The GRU decoder stack without an LM head."""
 
 
-class GRUForCausalLM(GRUPreTrainedModel, GatedRNNForCausalLM):
+class HfrGRUForCausalLM(HfrGRUPreTrainedModel, GatedRNNForCausalLM):
     """GRU causal language model."""
 
-    base_model_class = GRUModel
+    base_model_class = HfrGRUModel
 
 
-class SLSTMPreTrainedModel(GatedRNNPreTrainedModel):
-    config_class = SLSTMConfig
+class HfrSLSTMPreTrainedModel(GatedRNNPreTrainedModel):
+    config_class = HfrSLSTMConfig
 
 
-class SLSTMModel(SLSTMPreTrainedModel, GatedRNNModel):
+class HfrSLSTMModel(HfrSLSTMPreTrainedModel, GatedRNNModel):
     """The sLSTM decoder stack without an LM head."""
 
 
-class SLSTMForCausalLM(SLSTMPreTrainedModel, GatedRNNForCausalLM):
+class HfrSLSTMForCausalLM(HfrSLSTMPreTrainedModel, GatedRNNForCausalLM):
     """sLSTM causal language model (xLSTM's sLSTM blocks)."""
 
-    base_model_class = SLSTMModel
+    base_model_class = HfrSLSTMModel

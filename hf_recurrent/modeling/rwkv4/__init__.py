@@ -1,8 +1,8 @@
 """RWKV-4 (Peng et al., 2023, "RWKV: Reinventing RNNs for the Transformer Era", arXiv:2305.13048)."""
 
 from ..registry import Architecture, register
-from .configuration_rwkv4 import RWKV4Config
-from .modeling_rwkv4 import RWKV4ChannelMix, RWKV4ForCausalLM, RWKV4Model, RWKV4TimeMix
+from .configuration_rwkv4 import HfrRWKV4Config
+from .modeling_rwkv4 import RWKV4ChannelMix, HfrRWKV4ForCausalLM, HfrRWKV4Model, RWKV4TimeMix
 
 _TINY = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, intermediate_size=64, bos_token_id=1,
              eos_token_id=None, pad_token_id=0)  # no end of text: random tiny models would stop at once
@@ -10,9 +10,9 @@ _TINY = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, intermediate_si
 ARCHITECTURE = register(
     Architecture(
         name="rwkv4",
-        config_class=RWKV4Config,
-        model_class=RWKV4Model,
-        causal_lm_class=RWKV4ForCausalLM,
+        config_class=HfrRWKV4Config,
+        model_class=HfrRWKV4Model,
+        causal_lm_class=HfrRWKV4ForCausalLM,
         test_configs={
             "plain": _TINY,
             "narrow-attention-tied": dict(_TINY, attention_hidden_size=16, tie_word_embeddings=True),
@@ -20,7 +20,7 @@ ARCHITECTURE = register(
     )
 )
 
-__all__ = ["RWKV4ChannelMix", "RWKV4Config", "RWKV4ForCausalLM", "RWKV4Model", "RWKV4TimeMix"]
+__all__ = ["RWKV4ChannelMix", "HfrRWKV4Config", "HfrRWKV4ForCausalLM", "HfrRWKV4Model", "RWKV4TimeMix"]
 
 
 def _register_world_tokenizer() -> None:
@@ -28,7 +28,7 @@ def _register_world_tokenizer() -> None:
 
     from ...tokenization_world import RwkvWorldTokenizer
 
-    AutoTokenizer.register(RWKV4Config, tokenizer_class=RwkvWorldTokenizer)
+    AutoTokenizer.register(HfrRWKV4Config, tokenizer_class=RwkvWorldTokenizer)
 
 
 _register_world_tokenizer()

@@ -8,7 +8,7 @@ from ..common.configuration import RecurrentConfig
 
 
 @strict
-class RWKV4Config(RecurrentConfig):
+class HfrRWKV4Config(RecurrentConfig):
     """RWKV-4: token-shift time mix with the WKV recurrence, squared-ReLU channel mix, LayerNorm blocks.
 
     ``attention_hidden_size`` is the width of the time mix's key/value/receptance (BlinkDL's ``dim_att``, default

@@ -11,7 +11,7 @@ from transformers.cache_utils import Cache
 
 from ...kernels.wkv4 import wkv4, wkv4_step
 from ..common import RecurrentForCausalLM, RecurrentModel, RecurrentPreTrainedModel
-from .configuration_rwkv4 import RWKV4Config
+from .configuration_rwkv4 import HfrRWKV4Config
 from .rwkv_block import CHANNEL_MIX_SLOT, TIME_MIX_SLOT, RwkvBlock, load_shift, store_shift, token_shift
 
 
@@ -38,7 +38,7 @@ class RWKV4TimeMix(nn.Module):
 
     supports_packed_sequences = True
 
-    def __init__(self, config: RWKV4Config, layer_idx: int) -> None:
+    def __init__(self, config: HfrRWKV4Config, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx, self.num_layers = layer_idx, config.num_hidden_layers
         C, A = config.hidden_size, config.attention_size
@@ -52,7 +52,7 @@ class RWKV4TimeMix(nn.Module):
         self.receptance = nn.Linear(C, A, bias=False)
         self.output = nn.Linear(A, C, bias=False)
 
-    def _init_weights(self, config: RWKV4Config) -> None:
+    def _init_weights(self, config: HfrRWKV4Config) -> None:
         A = self.time_decay.numel()
         ratio = self.layer_idx / max(self.num_layers - 1, 1)
         with torch.no_grad():
@@ -93,7 +93,7 @@ class RWKV4ChannelMix(nn.Module):
     Cache slot 1: the token-shift buffer ``[B, C, 1]``.
     """
 
-    def __init__(self, config: RWKV4Config, layer_idx: int) -> None:
+    def __init__(self, config: HfrRWKV4Config, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx, self.num_layers = layer_idx, config.num_hidden_layers
         C, F_ = config.hidden_size, config.mlp_size
@@ -103,7 +103,7 @@ class RWKV4ChannelMix(nn.Module):
         self.receptance = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(F_, C, bias=False)
 
-    def _init_weights(self, config: RWKV4Config) -> None:
+    def _init_weights(self, config: HfrRWKV4Config) -> None:
         _init_mix(self.time_mix_key, self.layer_idx, self.num_layers)
         _init_mix(self.time_mix_receptance, self.layer_idx, self.num_layers)
 
@@ -125,17 +125,17 @@ class RWKV4Block(RwkvBlock):
     channel_mix_class = RWKV4ChannelMix
 
 
-class RWKV4PreTrainedModel(RecurrentPreTrainedModel):
-    config_class = RWKV4Config
+class HfrRWKV4PreTrainedModel(RecurrentPreTrainedModel):
+    config_class = HfrRWKV4Config
     mixer_class = RWKV4TimeMix
     block_class = RWKV4Block
 
 
-class RWKV4Model(RWKV4PreTrainedModel, RecurrentModel):
+class HfrRWKV4Model(HfrRWKV4PreTrainedModel, RecurrentModel):
     """The RWKV-4 stack without an LM head."""
 
 
-class RWKV4ForCausalLM(RWKV4PreTrainedModel, RecurrentForCausalLM):
+class HfrRWKV4ForCausalLM(HfrRWKV4PreTrainedModel, RecurrentForCausalLM):
     """RWKV-4 causal language model."""
 
-    base_model_class = RWKV4Model
+    base_model_class = HfrRWKV4Model

@@ -13,7 +13,7 @@ def _lora_rank(value: float) -> int:
 
 
 @strict
-class RWKV7Config(RecurrentConfig):
+class HfrRWKV7Config(RecurrentConfig):
     """RWKV-7: token-shift time mix over the generalised delta rule, squared-ReLU channel mix, LayerNorm blocks.
 
     ``head_size`` (``N``) splits ``hidden_size`` into ``num_heads`` heads. LoRA widths

@@ -12,7 +12,7 @@ from transformers.cache_utils import Cache
 from ...kernels.delta_rule import generalized_delta_rule, generalized_delta_rule_step
 from ..common import RecurrentForCausalLM, RecurrentModel, RecurrentPreTrainedModel
 from ..rwkv4.rwkv_block import CHANNEL_MIX_SLOT, TIME_MIX_SLOT, RwkvBlock, load_shift, store_shift, token_shift
-from .configuration_rwkv7 import RWKV7Config
+from .configuration_rwkv7 import HfrRWKV7Config
 
 _NAMES_OF_MIXES = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
 
@@ -38,7 +38,7 @@ class RWKV7TimeMix(nn.Module):
 
     supports_packed_sequences = True
 
-    def __init__(self, config: RWKV7Config, layer_idx: int) -> None:
+    def __init__(self, config: HfrRWKV7Config, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         self.num_layers = config.num_hidden_layers
@@ -59,7 +59,7 @@ class RWKV7TimeMix(nn.Module):
         self.output = nn.Linear(C, C, bias=False)
         self.ln_x = nn.GroupNorm(self.num_heads, C, eps=config.head_norm_eps)
 
-    def _init_weights(self, config: RWKV7Config) -> None:
+    def _init_weights(self, config: HfrRWKV7Config) -> None:
         """A trainable start in the spirit of BlinkDL's: ramps for mixes and decay, small random LoRAs."""
         C = self.w0.numel()
         depth = self.layer_idx / max(self.num_layers - 1, 1)
@@ -131,14 +131,14 @@ class RWKV7TimeMix(nn.Module):
 class RWKV7ChannelMix(nn.Module):
     """RWKV-7 channel mix: ``value(relu(key(x + (shift(x) - x) * x_k))^2)``. Cache slot 1: the token-shift buffer."""
 
-    def __init__(self, config: RWKV7Config, layer_idx: int) -> None:
+    def __init__(self, config: HfrRWKV7Config, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         self.x_k = nn.Parameter(torch.zeros(config.hidden_size))
         self.key = nn.Linear(config.hidden_size, config.mlp_size, bias=False)
         self.value = nn.Linear(config.mlp_size, config.hidden_size, bias=False)
 
-    def _init_weights(self, config: RWKV7Config) -> None:
+    def _init_weights(self, config: HfrRWKV7Config) -> None:
         C = self.x_k.numel()
         with torch.no_grad():
             self.x_k.copy_(1 - (torch.arange(C, dtype=torch.float32) / C) ** 4)
@@ -161,17 +161,17 @@ class RWKV7Block(RwkvBlock):
     takes_layer_context = True
 
 
-class RWKV7PreTrainedModel(RecurrentPreTrainedModel):
-    config_class = RWKV7Config
+class HfrRWKV7PreTrainedModel(RecurrentPreTrainedModel):
+    config_class = HfrRWKV7Config
     mixer_class = RWKV7TimeMix
     block_class = RWKV7Block
 
 
-class RWKV7Model(RWKV7PreTrainedModel, RecurrentModel):
+class HfrRWKV7Model(HfrRWKV7PreTrainedModel, RecurrentModel):
     """The RWKV-7 stack without an LM head."""
 
 
-class RWKV7ForCausalLM(RWKV7PreTrainedModel, RecurrentForCausalLM):
+class HfrRWKV7ForCausalLM(HfrRWKV7PreTrainedModel, RecurrentForCausalLM):
     """RWKV-7 causal language model."""
 
-    base_model_class = RWKV7Model
+    base_model_class = HfrRWKV7Model
