@@ -30,7 +30,7 @@ import torch
 from ..backend import num_sequences, resolve_backend
 from . import reference
 
-__all__ = ["gated_linear_attention", "gated_linear_attention_step"]
+__all__ = ["gated_linear_attention", "gated_linear_attention_from_state", "gated_linear_attention_step"]
 
 
 def _check(q, k, v, log_decay, initial_state, cu_seqlens) -> int:
@@ -96,3 +96,28 @@ def gated_linear_attention_step(
 
         return triton_impl.recurrent_gla_step(q, k, v, log_decay, state, scale)
     return reference.recurrent_gla_step(q, k, v, log_decay, state, scale)
+
+
+def gated_linear_attention_from_state(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor | None,
+    state: torch.Tensor | None,
+    *,
+    scale: float | None = None,
+    output_final_state: bool = True,
+    cu_seqlens: torch.LongTensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a cached mixer runs: the recurrence over ``[B, T, ...]`` inputs continuing from ``state``.
+
+    One token with a state takes the fused decode step, which updates ``state`` in place (its address is the cache's,
+    as CUDA graphs need); anything else takes the chunked op with ``state`` as the initial state. Returns ``o``
+    ``[B, T, H, V]`` and the state to keep (the same tensor after a step; ``None`` if not ``output_final_state``).
+    """
+    if q.shape[1] == 1 and state is not None and cu_seqlens is None:
+        o = gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], None if log_decay is None else log_decay[:, 0],
+                                        state, scale=scale)
+        return o.unsqueeze(1), state
+    return gated_linear_attention(q, k, v, log_decay, scale=scale, initial_state=state,
+                                  output_final_state=output_final_state, cu_seqlens=cu_seqlens)

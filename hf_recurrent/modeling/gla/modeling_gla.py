@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers.cache_utils import Cache
 
-from ...kernels.linear_attention import gated_linear_attention, gated_linear_attention_step
+from ...kernels.linear_attention import gated_linear_attention_from_state
 from ..common import (
     add_gated_output,
     gated_output,
@@ -97,12 +97,9 @@ class GatedLinearAttention(nn.Module):
         if self.feature_map is not None:
             q, k = self.feature_map(q), self.feature_map(k)
 
-        if T == 1 and state is not None:
-            o = gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], state).unsqueeze(1)
-        else:
-            o, state = gated_linear_attention(
-                q, k, v, g, initial_state=state, output_final_state=cache is not None, cu_seqlens=cu_seqlens
-            )
+        o, state = gated_linear_attention_from_state(
+            q, k, v, g, state, output_final_state=cache is not None, cu_seqlens=cu_seqlens
+        )
         store_state(cache, self.layer_idx, new_tail, state)
 
         return gated_output(self, o, x)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache
 
 from ...kernels.causal_conv1d import causal_conv1d_step
-from ...kernels.linear_attention import gated_linear_attention, gated_linear_attention_step
+from ...kernels.linear_attention import gated_linear_attention_from_state
 from ..common import (
     RecurrentForCausalLM,
     RecurrentModel,
@@ -122,13 +122,9 @@ class Mamba2Mixer(nn.Module):
         q = c.view(Bsz, T, G, N).repeat_interleave(H // G, dim=2)
         k = (b.view(Bsz, T, G, N).repeat_interleave(H // G, dim=2).float() * dt[..., None]).to(q.dtype)
 
-        if decode:
-            o = gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], log_decay[:, 0], state, scale=1.0).unsqueeze(1)
-        else:
-            o, state = gated_linear_attention(
-                q, k, v, log_decay, scale=1.0, initial_state=state, output_final_state=cache is not None,
-                cu_seqlens=cu_seqlens,
-            )
+        o, state = gated_linear_attention_from_state(
+            q, k, v, log_decay, state, scale=1.0, output_final_state=cache is not None, cu_seqlens=cu_seqlens
+        )
         store_state(cache, self.layer_idx, new_tail, state)
 
         y = o + v * self.D.to(v.dtype)[:, None]

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from transformers.cache_utils import Cache
 
-from ...kernels.linear_attention import gated_linear_attention, gated_linear_attention_step
+from ...kernels.linear_attention import gated_linear_attention_from_state
 from ..common import (
     add_gated_output,
     gated_output,
@@ -107,12 +107,9 @@ class MultiScaleRetention(nn.Module):
             keep = attention_mask[:, :, None, None].to(k.dtype)
             k, g = k * keep, g * keep[..., 0].float()
 
-        if T == 1 and state is not None:
-            o = gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], state).unsqueeze(1)
-        else:
-            o, state = gated_linear_attention(
-                q, k, v, g, initial_state=state, output_final_state=cache is not None, cu_seqlens=cu_seqlens
-            )
+        o, state = gated_linear_attention_from_state(
+            q, k, v, g, state, output_final_state=cache is not None, cu_seqlens=cu_seqlens
+        )
         store_state(cache, self.layer_idx, None, state)
         store_state(cache, self.layer_idx, None, seen_after, slot=POSITION_SLOT)
 
