@@ -200,3 +200,20 @@ def test_packed_sequences_equal_separate_rows(arch, variant):
     logits = model(packed, cu_seqlens=cu).logits
     alone = torch.cat([model(d).logits for d in docs], dim=1)
     torch.testing.assert_close(logits, alone, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("arch,variant", ARCH_CASES)
+def test_triton_backend_equals_reference_end_to_end(arch, variant, monkeypatch):
+    """The whole model on the Triton kernels (interpreted on the CPU: fused norms, grouped projections, the
+    family's chunked and one-token kernels) gives the reference backend's logits, prefill and decode."""
+    model = build_model(arch, variant)
+    ids = _ids(model.config.vocab_size, 2, 7)
+    logits = {}
+    for backend in ("reference", "triton"):
+        monkeypatch.setenv("HF_RECURRENT_BACKEND", backend)
+        with torch.no_grad():
+            cache = DynamicCache(config=model.config)
+            prefill = model(ids[:, :5], cache=cache, use_cache=True).logits
+            steps = [model(ids[:, t : t + 1], cache=cache, use_cache=True).logits for t in (5, 6)]
+        logits[backend] = torch.cat([prefill, *steps], dim=1)
+    torch.testing.assert_close(logits["triton"], logits["reference"], atol=ATOL, rtol=0)

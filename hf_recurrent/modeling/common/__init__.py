@@ -2,7 +2,16 @@
 
 from .cache import load_state, store_state
 from .configuration import MultiHeadConfig, RecurrentConfig
-from .layers import FEATURE_MAPS, GatedMLP, GatedRMSNorm, RMSNorm, ShortConvolution, add_gated_output, gated_output
+from .layers import (
+    FEATURE_MAPS,
+    GatedMLP,
+    GatedRMSNorm,
+    RMSNorm,
+    ShortConvolution,
+    add_gated_output,
+    gated_output,
+    project,
+)
 from .modeling import (
     RecurrentBlock,
     RecurrentCausalLMOutput,
@@ -29,5 +38,6 @@ __all__ = [
     "add_gated_output",
     "gated_output",
     "load_state",
+    "project",
     "store_state",
 ]

@@ -7,29 +7,45 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...kernels.causal_conv1d import causal_conv1d
+from ...kernels.fused_layers import add_rms_norm, linear_group, rms_norm, swiglu
 
 
 class RMSNorm(nn.Module):
-    """``y = x / sqrt(mean(x^2) + eps) * weight``, computed in float32 and returned in the input dtype."""
+    """``y = x / sqrt(mean(x^2) + eps) * weight``, computed in float32 and returned in the input dtype.
+
+    ``norm(x, residual=r)`` first adds the residual stream and returns ``(r + x, norm(r + x))`` from one fused
+    kernel (see :mod:`hf_recurrent.kernels.fused_layers` for the rounding, identical to the unfused code).
+    """
 
     def __init__(self, hidden_size: int, eps: float = 1e-6, elementwise_affine: bool = True) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(hidden_size)) if elementwise_affine else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.float()
-        return y.to(x.dtype)
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if residual is not None:
+            return add_rms_norm(x, residual, self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class GatedRMSNorm(RMSNorm):
     """``y = RMSNorm(x) * silu(gate)`` (norm first, then the swish output gate), in float32."""
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return (super().forward(x.float()) * F.silu(gate.float())).to(x.dtype)
+        return rms_norm(x, self.weight, self.eps, gate)
+
+
+def project(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
+    """``[linear(x) for linear in linears]``; plain bias-free ``nn.Linear`` layers go through one fused launch for
+    decode-sized inputs (:func:`~hf_recurrent.kernels.fused_layers.linear_group`). Anything else (an adapter or a
+    quantised layer wrapped around them, a hook, a bias) is called as a module, so it keeps working."""
+    plain = all(type(m) is nn.Linear and m.bias is None and not m._forward_hooks and not m._forward_pre_hooks
+                for m in linears)
+    if plain and len(linears) > 1:
+        return linear_group(x, [m.weight for m in linears])
+    return [m(x) for m in linears]
 
 
 def add_gated_output(mixer: nn.Module, config) -> None:
@@ -42,18 +58,19 @@ def add_gated_output(mixer: nn.Module, config) -> None:
     mixer.o_proj = nn.Linear(config.value_dim, config.hidden_size, bias=False)
 
 
-def gated_output(mixer: nn.Module, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``o_proj(RMSNorm(o) * silu(g_proj(x)))`` per head (``o_proj(RMSNorm(o))`` without the gate).
+def gated_output(mixer: nn.Module, o: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    """``o_proj(RMSNorm(o) * silu(gate))`` per head (``o_proj(RMSNorm(o))`` without the gate).
 
-    ``o``: ``[B, T, H, Dv]``; ``x``: the mixer's input ``[B, T, hidden]``; returns ``[B, T, hidden]``.
+    ``o``: ``[B, T, H, Dv]``; ``gate``: ``g_proj`` of the mixer's input, ``[B, T, H * Dv]`` (projected together
+    with the mixer's other inputs, see :func:`project`), or None without an output gate; returns ``[B, T, hidden]``.
     """
     B, T, H, V = o.shape
-    o = mixer.g_norm(o, mixer.g_proj(x).view(B, T, H, V)) if mixer.g_proj is not None else mixer.g_norm(o)
+    o = mixer.g_norm(o, gate.view(B, T, H, V)) if gate is not None else mixer.g_norm(o)
     return mixer.o_proj(o.reshape(B, T, -1))
 
 
 class GatedMLP(nn.Module):
-    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))`` (gate and up projected in one launch at decode)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int) -> None:
         super().__init__()
@@ -62,7 +79,7 @@ class GatedMLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(swiglu(*project(x, self.gate_proj, self.up_proj)))
 
 
 class ShortConvolution(nn.Module):

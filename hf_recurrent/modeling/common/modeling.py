@@ -102,10 +102,14 @@ class RecurrentBlock(GradientCheckpointingLayer):
         residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
         packed = {} if cu_seqlens is None else {"cu_seqlens": cu_seqlens}
         mixed = self.mixer(self.mixer_norm(hidden_states), attention_mask=attention_mask, cache=cache, **packed)
-        hidden_states = residual + mixed
-        if self.mlp is not None:
-            hidden_states = hidden_states + self.mlp(self.mlp_norm(hidden_states.to(mixed.dtype)))
-        return hidden_states.to(mixed.dtype)
+        if self.mlp is None:
+            return (residual + mixed).to(mixed.dtype)
+        if isinstance(self.mlp_norm, RMSNorm):  # the residual add fused into the norm
+            hidden_states, normed = self.mlp_norm(mixed, residual=residual)
+        else:
+            hidden_states = residual + mixed
+            normed = self.mlp_norm(hidden_states.to(mixed.dtype))
+        return (hidden_states + self.mlp(normed)).to(mixed.dtype)
 
 
 def _check_packed(model: RecurrentModel, cu_seqlens: torch.Tensor, tokens: torch.Tensor, cache, use_cache) -> None:
@@ -334,8 +338,8 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         key = (input_ids.shape, self.lm_head.weight.data_ptr(), self.lm_head.weight.dtype)
         runner = self.__dict__.get("_decode_graph")
         if runner is not None and runner.serves(cache, key):
-            return runner(input_ids)
+            return runner(input_ids, cache)
         if not cache.has_previous_state():  # nothing to capture yet: the first step allocates the states
             return self._decode_step(input_ids, cache)
         self.__dict__["_decode_graph"] = runner = DecodeGraph(self._decode_step, input_ids, cache, key)
-        return runner(input_ids)
+        return runner(input_ids, cache)

@@ -12,6 +12,7 @@ from ..common import (
     add_gated_output,
     gated_output,
     FEATURE_MAPS,
+    project,
     RecurrentForCausalLM,
     RecurrentModel,
     RecurrentPreTrainedModel,
@@ -73,7 +74,9 @@ class GatedLinearAttention(nn.Module):
         B, T, _ = x.shape
         conv_tail, state = load_state(cache, self.layer_idx)
         keep = None if attention_mask is None else attention_mask[:, :, None].to(x.dtype)
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        gated = self.g_proj is not None
+        q, k, v, gk_low, *gate = project(x, self.q_proj, self.k_proj, self.v_proj, self.gk_proj[0],
+                                         *([self.g_proj] if gated else []))
         new_tail = None
         if self.use_short_conv:
             tails = (None,) * 3 if conv_tail is None else conv_tail.split(self.conv_dims, dim=1)
@@ -83,7 +86,7 @@ class GatedLinearAttention(nn.Module):
                 conv(t, tail) for conv, t, tail in zip((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v), tails)
             )
             new_tail = torch.cat([tq, tk, tv], dim=1)
-        g = F.logsigmoid(self.gk_proj(x).float()) / self.gate_logit_normalizer
+        g = F.logsigmoid(self.gk_proj[1](gk_low).float()) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             g = g.clamp_min(self.clamp_min)
         if keep is not None:
@@ -102,7 +105,7 @@ class GatedLinearAttention(nn.Module):
         )
         store_state(cache, self.layer_idx, new_tail, state)
 
-        return gated_output(self, o, x)
+        return gated_output(self, o, gate[0] if gated else None)
 
 
 class HfrGLAPreTrainedModel(RecurrentPreTrainedModel):

@@ -15,6 +15,7 @@ from ..common import (
     RecurrentModel,
     RecurrentPreTrainedModel,
     load_state,
+    project,
     store_state,
 )
 from .configuration_retnet import HfrRetNetConfig
@@ -94,9 +95,11 @@ class MultiScaleRetention(nn.Module):
             positions = seen[:, None] + (real - 1).clamp_min(0)
             seen_after = seen + real[:, -1]
 
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_k_dim)
-        k = self.k_proj(x).view(B, T, -1, self.head_k_dim)
-        v = self.v_proj(x).view(B, T, -1, self.head_v_dim)
+        gated = self.g_proj is not None
+        q, k, v, *gate = project(x, self.q_proj, self.k_proj, self.v_proj, *([self.g_proj] if gated else []))
+        q = q.view(B, T, self.num_heads, self.head_k_dim)
+        k = k.view(B, T, -1, self.head_k_dim)
+        v = v.view(B, T, -1, self.head_v_dim)
         if self.feature_map is not None:
             q, k = self.feature_map(q), self.feature_map(k)
         q, k = rotate(q, positions, self.rope_theta), rotate(k, positions, self.rope_theta)
@@ -113,7 +116,7 @@ class MultiScaleRetention(nn.Module):
         store_state(cache, self.layer_idx, None, state)
         store_state(cache, self.layer_idx, None, seen_after, slot=POSITION_SLOT)
 
-        return gated_output(self, o, x)
+        return gated_output(self, o, gate[0] if gated else None)
 
 
 class HfrRetNetPreTrainedModel(RecurrentPreTrainedModel):

@@ -1,0 +1,103 @@
+r"""Fused layers of the decoder shell for decode: RMSNorm (optionally after a residual add, optionally gated),
+the SwiGLU product, and several projections of one input in one launch.
+
+.. math::
+
+    s = r + x \quad(\text{when a residual } r \text{ is given}), \qquad
+    y = \frac{s}{\sqrt{\operatorname{mean}(s^2) + \epsilon}} \odot w \;[\odot \operatorname{silu}(z)], \qquad
+    \operatorname{swiglu}(a, b) = \operatorname{silu}(a) \odot b
+
+over the last dimension, computed in float32. Rounding follows the unfused PyTorch code exactly: ``s`` is rounded
+to ``torch.result_type(r, x)`` (returned as the new residual stream) and the norm reads ``s`` rounded to ``x``'s
+dtype; ``y`` comes back in ``x``'s dtype.
+
+:func:`linear_group` computes ``[x W_i^T]`` for weights ``W_i`` ``[N_i, K]`` sharing the input ``x`` ``[..., K]``:
+with at most 16 rows (a decode step) one kernel streams every weight once, instead of one under-occupied
+matrix-vector launch per weight; otherwise it is one ``F.linear`` each.
+
+Shapes: ``x``, ``r``, ``z`` ``[..., D]`` (any leading shape, contiguous last dimension); ``weight`` ``[D]`` or None.
+The Triton kernels are forward-only (inference, decode): with autograd recording a graph through any input, the
+PyTorch reference runs on every backend, so training keeps exact gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..backend import resolve_backend
+from . import reference
+
+__all__ = ["rms_norm", "add_rms_norm", "swiglu", "linear_group"]
+
+
+def _use_triton(backend: str | None, *tensors: torch.Tensor | None) -> bool:
+    present = [t for t in tensors if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
+        return False
+    return resolve_backend(backend, present[0]) == "triton"
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor | None, **same: torch.Tensor | None) -> None:
+    if weight is not None and weight.shape != x.shape[-1:]:
+        raise ValueError(f"weight must be [D] = [{x.shape[-1]}]; got {tuple(weight.shape)}")
+    for name, t in same.items():
+        if t is not None and t.shape != x.shape:
+            raise ValueError(f"{name} must have the shape of x, {tuple(x.shape)}; got {tuple(t.shape)}")
+
+
+def rms_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float,
+    gate: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """``RMSNorm(x) * weight`` (times ``silu(gate)`` when given), in ``x``'s dtype."""
+    _check(x, weight, gate=gate)
+    if _use_triton(backend, x, weight, gate):
+        from . import triton as triton_impl
+
+        return triton_impl.rms_norm(x, None, weight, gate, eps)[1]
+    return reference.rms_norm(x, weight, eps, gate)
+
+
+def add_rms_norm(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s, RMSNorm(s) * weight)`` with ``s = residual + x``; see the module docstring for the rounding."""
+    _check(x, weight, residual=residual)
+    if _use_triton(backend, x, residual, weight):
+        from . import triton as triton_impl
+
+        return triton_impl.rms_norm(x, residual, weight, None, eps)
+    return reference.add_rms_norm(x, residual, weight, eps)
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """``silu(a) * b`` in ``a``'s dtype."""
+    _check(a, None, b=b)
+    if _use_triton(backend, a, b):
+        from . import triton as triton_impl
+
+        return triton_impl.swiglu(a, b)
+    return reference.swiglu(a, b)
+
+
+def linear_group(x: torch.Tensor, weights: list[torch.Tensor], backend: str | None = None) -> list[torch.Tensor]:
+    """``[F.linear(x, w) for w in weights]`` (no biases), fused for decode-sized inputs; see the module docstring."""
+    K = x.shape[-1]
+    for w in weights:
+        if w.dim() != 2 or w.shape[1] != K:
+            raise ValueError(f"each weight must be [N, {K}] for inputs [..., {K}]; got {tuple(w.shape)}")
+    rows = x.numel() // K if K else 0
+    if 0 < rows and _use_triton(backend, x, *weights) and all(w.dtype == x.dtype for w in weights):
+        from . import triton as triton_impl
+
+        if rows <= triton_impl.GEMV_MAX_ROWS and K >= 16:
+            outs = triton_impl.linear_group(x.reshape(rows, K), list(weights))
+            return [y.view(*x.shape[:-1], y.shape[-1]) for y in outs]
+    return reference.linear_group(x, weights)

@@ -1,0 +1,105 @@
+"""Fused RMSNorm / residual-add RMSNorm / gated RMSNorm / SwiGLU: Triton (interpreted on the CPU) = PyTorch."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_recurrent.kernels.fused_layers import add_rms_norm, linear_group, rms_norm, swiglu
+
+# float32: reduction order only (1e-5); bfloat16: at most one rounding step of the output (2^-7 relative)
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=1e-2)}
+
+
+def _plain_rms_norm(x, weight, eps, gate=None):
+    """The definition, written out independently of the package."""
+    xf = x.double()
+    y = xf / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.double()
+    if gate is not None:
+        y = y * F.silu(gate.double())
+    return y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("D", [48, 64, 100])
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_rms_norm_triton_equals_reference(dtype, D, gated, affine):
+    torch.manual_seed(0)
+    x = (torch.randn(2, 3, D) * 3).to(dtype)
+    weight = torch.randn(D).to(dtype) if affine else None
+    gate = torch.randn(2, 3, D).to(dtype) if gated else None
+    ref = rms_norm(x, weight, 1e-5, gate, backend="reference")
+    out = rms_norm(x, weight, 1e-5, gate, backend="triton")
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, ref, **TOL[dtype])
+    torch.testing.assert_close(ref.double(), _plain_rms_norm(x, weight, 1e-5, gate), **TOL[dtype])
+
+
+@pytest.mark.parametrize("residual_dtype", [torch.float32, torch.bfloat16])
+def test_add_rms_norm_rounds_like_the_unfused_code(residual_dtype):
+    torch.manual_seed(1)
+    x = torch.randn(4, 2, 80).to(torch.bfloat16)
+    residual = torch.randn(4, 2, 80).to(residual_dtype)
+    weight = torch.randn(80)
+    s_ref, y_ref = add_rms_norm(x, residual, weight, 1e-6, backend="reference")
+    s, y = add_rms_norm(x, residual, weight, 1e-6, backend="triton")
+    assert s.dtype == residual_dtype and y.dtype == torch.bfloat16
+    torch.testing.assert_close(s_ref, residual + x, atol=0, rtol=0)
+    # float32: the same exact sum; bfloat16: one rounding (the interpreter rounds to bfloat16 its own way; the
+    # GPU test checks that the kernel rounds exactly as torch does)
+    torch.testing.assert_close(s, residual + x, **(dict(atol=0, rtol=0) if residual_dtype == torch.float32
+                                                   else dict(atol=0, rtol=2**-7)))
+    torch.testing.assert_close(y, y_ref, **TOL[torch.bfloat16])
+    torch.testing.assert_close(y_ref.double(), _plain_rms_norm((residual + x).to(torch.bfloat16), weight, 1e-6),
+                               **TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_triton_equals_torch(dtype):
+    torch.manual_seed(2)
+    a, b = (torch.randn(3, 1500) * 4).to(dtype), torch.randn(3, 1500).to(dtype)
+    out = swiglu(a, b, backend="triton")
+    # bfloat16: two roundings (the interpreter's own; tests/gpu checks torch's rounding exactly)
+    tol = dict(atol=1e-6, rtol=1e-6) if dtype == torch.float32 else dict(atol=1e-6, rtol=2**-6)
+    torch.testing.assert_close(out, F.silu(a) * b, **tol)
+
+
+def test_fused_layers_keep_gradients_on_the_reference_path():
+    """With autograd recording, every backend runs the differentiable reference (the Triton kernels are forward-only)."""
+    x = torch.randn(2, 32, requires_grad=True)
+    w = torch.randn(32, requires_grad=True)
+    rms_norm(x, w, 1e-6, backend="triton").sum().backward()
+    expected_x, expected_w = torch.autograd.grad(_plain_rms_norm(x, w, 1e-6).sum(), (x, w))
+    torch.testing.assert_close(x.grad, expected_x.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w.grad, expected_w.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_shape_errors_are_clear():
+    with pytest.raises(ValueError, match=r"weight must be \[D\]"):
+        rms_norm(torch.randn(2, 8), torch.ones(7), 1e-6)
+    with pytest.raises(ValueError, match="residual must have the shape of x"):
+        add_rms_norm(torch.randn(2, 8), torch.randn(2, 7), None, 1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+@pytest.mark.parametrize("count", [1, 2, 7])
+def test_linear_group_triton_equals_linear(rows, count):
+    """Decode-sized inputs: one launch for several projections of the same input (K not a power of two, a
+    weight narrower than a block, more weights than one launch takes)."""
+    torch.manual_seed(3)
+    K = 80
+    x = torch.randn(rows, 1, K)
+    weights = [torch.randn(n, K) for n in (48, 16, 100, 33, 7, 20, 5)[:count]]
+    outs = linear_group(x, weights, backend="triton")
+    assert [o.shape for o in outs] == [(rows, 1, w.shape[0]) for w in weights]
+    for o, w in zip(outs, weights):
+        torch.testing.assert_close(o, F.linear(x, w), atol=1e-4, rtol=1e-4)
+
+
+def test_linear_group_checks_shapes_and_falls_back_for_many_rows():
+    with pytest.raises(ValueError, match=r"each weight must be \[N, 8\]"):
+        linear_group(torch.randn(2, 8), [torch.randn(4, 9)])
+    x, w = torch.randn(40, 32), torch.randn(24, 32)  # more rows than a decode batch: plain F.linear
+    torch.testing.assert_close(linear_group(x, [w], backend="triton")[0], F.linear(x, w), atol=0, rtol=0)
