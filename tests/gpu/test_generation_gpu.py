@@ -50,3 +50,33 @@ def test_chunked_prefill_of_a_long_prompt_equals_one_pass():
         model.config.prefill_chunk_length = 4096
         chunked = model(ids, use_cache=True, logits_to_keep=1).logits
     torch.testing.assert_close(chunked, one, atol=2e-3, rtol=2e-3)
+
+
+def test_one_graph_serves_every_generate_call_and_earlier_caches_stay_valid():
+    """A second generate() reuses the captured graph (no new capture); a cache that lent the graph's buffers
+    gets its own copy back and continues exactly as an eager cache would."""
+    from transformers import DynamicCache
+
+    model = _model()
+    model.config.use_cuda_graphs = True
+    ids = torch.randint(3, 512, (2, 12), device="cuda")
+    first = model.generate(ids, max_new_tokens=8, pad_token_id=0, do_sample=False)
+    runner = model.__dict__["_decode_graph"]
+    second = model.generate(ids.flip(0), max_new_tokens=8, pad_token_id=0, do_sample=False)
+    assert model.__dict__["_decode_graph"] is runner
+    assert second.tolist() == first.flip(0).tolist()
+
+    token = ids[:, -1:]
+    with torch.no_grad():
+        cache_a, cache_b = DynamicCache(config=model.config), DynamicCache(config=model.config)
+        model(ids, cache=cache_a, use_cache=True)
+        model(ids.flip(0), cache=cache_b, use_cache=True)
+        model(token, cache=cache_a, use_cache=True)  # cache_a holds the buffers now
+        model(token, cache=cache_b, use_cache=True)  # takes them over; cache_a gets copies
+        graph_a = model(token, cache=cache_a, use_cache=True).logits
+        model.config.use_cuda_graphs = False
+        eager = DynamicCache(config=model.config)
+        model(ids, cache=eager, use_cache=True)
+        model(token, cache=eager, use_cache=True)
+        eager_a = model(token, cache=eager, use_cache=True).logits
+    torch.testing.assert_close(graph_a, eager_a, atol=1e-4, rtol=1e-4)
