@@ -102,7 +102,12 @@ def main() -> None:
             continue
         params = sum(p.numel() for p in model.parameters())
         for batch in args.batches:
-            step_bytes = weight_bytes(model, batch) + 2 * state_bytes(model, batch)
+            try:
+                step_bytes = weight_bytes(model, batch) + 2 * state_bytes(model, batch)
+            except Exception as err:  # noqa: BLE001 - recorded in the results
+                rows.append(dict(arch=name, batch=batch, error=repr(err)[:300]))
+                save()
+                continue
             limit = batch * bandwidth / step_bytes
             row = dict(arch=name, params=params, batch=batch, bytes_per_step=step_bytes, limit_tok_s=limit)
             for graphs in (True, False) if batch == args.batches[0] else (True,):  # eager: the first batch only

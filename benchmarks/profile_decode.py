@@ -3,7 +3,8 @@
 For one architecture at its ~1.3B benchmark shape (random weights, bf16, batch ``--batch``):
 
 - the eager decode step under ``torch.profiler``: number of GPU kernels, their summed time, the top kernels;
-- the CUDA-graph step alone (``DecodeGraph`` replayed back to back, one sync at the end): ms per step;
+- the CUDA-graph step alone (``DecodeGraph`` replayed back to back, one sync at the end): ms per step, with the
+  projections through our grouped matrix-vector kernel, partly, or all through ``F.linear`` (cuBLAS);
 - greedy ``generate()`` with the graph: ms per token (the difference is ``generate()``'s own per-token work);
 - the bandwidth limit of one step (weights once + the float32 state read and written).
 
@@ -22,6 +23,7 @@ from transformers import DynamicCache
 import hf_recurrent
 from benchmarks.bench_decode import bench_config, state_bytes, tokens_per_second, weight_bytes
 from benchmarks.common import environment, measured_bandwidth, write_json
+from hf_recurrent.modeling.common import layers
 
 
 def kernel_profile(step, top: int) -> dict:
@@ -40,6 +42,25 @@ def kernel_profile(step, top: int) -> dict:
     ranked = sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]
     return dict(kernels=count, kernel_ms=gpu_ms,
                 top=[dict(name=name[:120], calls=c, ms=t) for name, (c, t) in ranked])
+
+
+PROJECTION_VARIANTS = {"fused": 1, "grouped_only": 2, "cublas": 10**9}
+"""``layers.FUSED_PROJECTIONS_MIN`` settings timed: every projection through our grouped matrix-vector kernel; only
+groups of two or more (single projections through cuBLAS); none (every projection a separate ``F.linear``)."""
+
+
+def graph_step_ms(model, cache, token, steps: int = 200) -> float:
+    """Capture a fresh decode graph and time back-to-back replays."""
+    model.__dict__.pop("_decode_graph", None)
+    model(token, cache=cache, use_cache=True)  # captures
+    runner = model.__dict__["_decode_graph"]
+    runner(token, cache)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        runner(token, cache)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps * 1e3
 
 
 def main() -> None:
@@ -73,15 +94,11 @@ def main() -> None:
         torch.cuda.synchronize()
         result["eager_step_ms"] = (time.perf_counter() - start) / 20 * 1e3
         model.config.use_cuda_graphs = True
-        model(token, cache=cache, use_cache=True)  # captures
-        runner = model.__dict__["_decode_graph"]
-        runner(token, cache)
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(200):
-            runner(token, cache)
-        torch.cuda.synchronize()
-        result["graph_step_ms"] = (time.perf_counter() - start) / 200 * 1e3
+        for name, fused_min in PROJECTION_VARIANTS.items():
+            layers.FUSED_PROJECTIONS_MIN = fused_min
+            result[f"graph_step_ms_{name}"] = graph_step_ms(model, cache, token)
+        layers.FUSED_PROJECTIONS_MIN = PROJECTION_VARIANTS["fused"]
+        result["graph_step_ms"] = graph_step_ms(model, cache, token)
     result["generate_ms_per_token"] = args.batch / tokens_per_second(model, args.batch, 128) * 1e3
     result["graph_fraction_of_limit"] = result["limit_ms"] / result["graph_step_ms"]
     result["generate_fraction_of_limit"] = result["limit_ms"] / result["generate_ms_per_token"]

@@ -37,13 +37,17 @@ class GatedRMSNorm(RMSNorm):
         return rms_norm(x, self.weight, self.eps, gate)
 
 
+FUSED_PROJECTIONS_MIN = 1
+"""``project`` fuses groups of at least this many layers (benchmarks/profile_decode.py times 1 against 2)."""
+
+
 def project(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
     """``[linear(x) for linear in linears]``; plain bias-free ``nn.Linear`` layers go through one fused launch for
     decode-sized inputs (:func:`~hf_recurrent.kernels.fused_layers.linear_group`). Anything else (an adapter or a
     quantised layer wrapped around them, a hook, a bias) is called as a module, so it keeps working."""
     plain = all(type(m) is nn.Linear and m.bias is None and not m._forward_hooks and not m._forward_pre_hooks
                 for m in linears)
-    if plain and len(linears) > 1:
+    if plain and len(linears) >= FUSED_PROJECTIONS_MIN:
         return linear_group(x, [m.weight for m in linears])
     return [m(x) for m in linears]
 
@@ -66,7 +70,7 @@ def gated_output(mixer: nn.Module, o: torch.Tensor, gate: torch.Tensor | None) -
     """
     B, T, H, V = o.shape
     o = mixer.g_norm(o, gate.view(B, T, H, V)) if gate is not None else mixer.g_norm(o)
-    return mixer.o_proj(o.reshape(B, T, -1))
+    return project(o.reshape(B, T, -1), mixer.o_proj)[0]
 
 
 class GatedMLP(nn.Module):
@@ -79,7 +83,7 @@ class GatedMLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(swiglu(*project(x, self.gate_proj, self.up_proj)))
+        return project(swiglu(*project(x, self.gate_proj, self.up_proj)), self.down_proj)[0]
 
 
 class ShortConvolution(nn.Module):
