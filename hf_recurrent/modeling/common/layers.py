@@ -37,8 +37,9 @@ class GatedRMSNorm(RMSNorm):
         return rms_norm(x, self.weight, self.eps, gate)
 
 
-FUSED_PROJECTIONS_MIN = 1
-"""``project`` fuses groups of at least this many layers (benchmarks/profile_decode.py times 1 against 2)."""
+FUSED_PROJECTIONS_MIN = 2
+"""``project`` fuses groups of at least this many layers: a single projection runs faster on cuBLAS
+(benchmarks/profile_decode.py times 1, 2 and never)."""
 
 
 def project(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
