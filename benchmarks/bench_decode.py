@@ -1,8 +1,9 @@
 """Decode speed against the memory-bandwidth limit, for every architecture with a decode path.
 
 For each architecture (a ~1.3B published-size config where one exists, else its test config widened to hidden
-2048 x 24 layers; random weights, bf16) and batch size: tokens/s of
-``generate()`` (greedy, fixed number of new tokens) with the decode step replayed from a CUDA graph and eagerly,
+2048 x 24 layers; random weights, bf16) and batch size: tokens/s of greedy ``generate()`` — end to end, and the
+marginal decode rate without the prefill (see :func:`tokens_per_second`) — with the decode step replayed from a
+CUDA graph and eagerly,
 and the limit ``batch / (bytes moved per step / measured bandwidth)``, where a step reads every weight once (the
 embedding only for the batch's rows) and reads and writes the float32 recurrent state of every sequence.
 Peers in the same run where installed: flash-linear-attention's GLA and transformers' own Mamba / Mamba-2.
@@ -59,18 +60,28 @@ def weight_bytes(model, batch: int) -> int:
     return full if tied else full - emb.numel() * emb.element_size() + batch * emb.shape[1] * emb.element_size()
 
 
-def tokens_per_second(model, batch: int, new_tokens: int, prompt: int = 16) -> float:
-    ids = torch.randint(3, model.config.vocab_size, (batch, prompt), device="cuda")
+def _generate_seconds(model, ids: torch.Tensor, new_tokens: int, repeats: int = 2) -> float:
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-    model.generate(ids, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})  # warm-up: compile, capture
-    torch.cuda.synchronize()
     times = []
-    for _ in range(2):
+    for _ in range(repeats):
+        torch.cuda.synchronize()
         start = time.perf_counter()
         model.generate(ids, **kwargs)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return batch * new_tokens / min(times)
+    return min(times)
+
+
+def tokens_per_second(model, batch: int, new_tokens: int, prompt: int = 16) -> dict[str, float]:
+    """Greedy ``generate()`` rates: ``generate_tok_s`` end to end (prompt prefill included) for ``new_tokens``, and
+    ``decode_tok_s``, the marginal rate of the decode loop: ``batch * (n - n/4) / (t(n) - t(n/4))``, which leaves out
+    the prefill and every per-call cost."""
+    ids = torch.randint(3, model.config.vocab_size, (batch, prompt), device="cuda")
+    _generate_seconds(model, ids, 4, repeats=1)  # warm-up: compile, tune, capture
+    full = _generate_seconds(model, ids, new_tokens)
+    short = _generate_seconds(model, ids, new_tokens // 4)
+    return dict(generate_tok_s=batch * new_tokens / full,
+                decode_tok_s=batch * (new_tokens - new_tokens // 4) / (full - short))
 
 
 def main() -> None:
@@ -112,21 +123,26 @@ def main() -> None:
             row = dict(arch=name, params=params, batch=batch, bytes_per_step=step_bytes, limit_tok_s=limit)
             for graphs in (True, False) if batch == args.batches[0] else (True,):  # eager: the first batch only
                 model.config.use_cuda_graphs = graphs
+                mode = "graph" if graphs else "eager"
                 try:
-                    row["graph_tok_s" if graphs else "eager_tok_s"] = tokens_per_second(model, batch, args.new_tokens)
+                    rates = tokens_per_second(model, batch, args.new_tokens)
+                    row.update({f"{mode}_{k}": v for k, v in rates.items()})
                 except Exception as err:  # noqa: BLE001 - recorded in the results
-                    row["graph_error" if graphs else "eager_error"] = repr(err)[:300]
-            row["fraction_of_limit"] = row.get("graph_tok_s", 0) / limit
+                    row[f"{mode}_error"] = repr(err)[:300]
+            row["decode_fraction_of_limit"] = row.get("graph_decode_tok_s", 0) / limit
+            row["generate_fraction_of_limit"] = row.get("graph_generate_tok_s", 0) / limit
             rows.append(row)
             save()
             print(row, flush=True)
         del model
         torch.cuda.empty_cache()
     save()
-    print(f"{'arch':10} {'batch':>5} {'graph tok/s':>12} {'eager tok/s':>12} {'limit':>10} {'of limit':>8}")
+    print(f"{'arch':10} {'batch':>5} {'decode (graph)':>14} {'generate (graph)':>16} {'eager decode':>12} "
+          f"{'limit':>8} {'of limit':>8}")
     for r in rows:
-        print(f"{r['arch']:10} {r.get('batch', '-'):>5} {r.get('graph_tok_s', 0):>12.1f} {r.get('eager_tok_s', 0):>12.1f} "
-              f"{r.get('limit_tok_s', 0):>10.1f} {r.get('fraction_of_limit', 0):>8.2%}")
+        print(f"{r['arch']:10} {r.get('batch', '-'):>5} {r.get('graph_decode_tok_s', 0):>14.1f} "
+              f"{r.get('graph_generate_tok_s', 0):>16.1f} {r.get('eager_decode_tok_s', 0):>12.1f} "
+              f"{r.get('limit_tok_s', 0):>8.1f} {r.get('decode_fraction_of_limit', 0):>8.2%}")
 
 
 def peers(batches: list[int], new_tokens: int, save) -> list[dict]:
@@ -152,7 +168,8 @@ def peers(batches: list[int], new_tokens: int, save) -> list[dict]:
             with torch.device("cuda"):
                 model = build().to(torch.bfloat16).eval()
             for batch in batches[:2]:
-                rows.append(dict(arch=name, batch=batch, eager_tok_s=tokens_per_second(model, batch, new_tokens)))
+                rates = tokens_per_second(model, batch, new_tokens)
+                rows.append(dict(arch=name, batch=batch, **{f"eager_{k}": v for k, v in rates.items()}))
                 save()
                 print(rows[-1], flush=True)
             del model

@@ -162,13 +162,13 @@ def decode_rows(new_tokens: int) -> list[dict]:
             row = dict(model=name, config="mamba-1.4b shape", batch=batch, new_tokens=new_tokens)
             modes = (True, False) if name == "ours" else (None,)
             for graphs in modes:
-                key = {True: "graph_tok_s", False: "eager_tok_s", None: "eager_tok_s"}[graphs]
+                mode = "graph" if graphs else "eager"
                 if graphs is not None:
                     model.config.use_cuda_graphs = graphs
                 try:
-                    row[key] = tokens_per_second(model, batch, new_tokens)
+                    row.update({f"{mode}_{k}": v for k, v in tokens_per_second(model, batch, new_tokens).items()})
                 except Exception as err:  # noqa: BLE001 - recorded in the results
-                    row[key.replace("tok_s", "error")] = repr(err)[:300]
+                    row[f"{mode}_error"] = repr(err)[:300]
             rows.append(row)
             print(row, flush=True)
         del model

@@ -5,7 +5,8 @@ For one architecture at its ~1.3B benchmark shape (random weights, bf16, batch `
 - the eager decode step under ``torch.profiler``: number of GPU kernels, their summed time, the top kernels;
 - the CUDA-graph step alone (``DecodeGraph`` replayed back to back, one sync at the end): ms per step, with the
   projections through our grouped matrix-vector kernel, partly, or all through ``F.linear`` (cuBLAS);
-- greedy ``generate()`` with the graph: ms per token (the difference is ``generate()``'s own per-token work);
+- greedy ``generate()`` with the graph: ms per token end to end and in the decode loop alone (the difference to
+  the graph step is ``generate()``'s own per-token work);
 - the bandwidth limit of one step (weights once + the float32 state read and written).
 
     python benchmarks/profile_decode.py --arch gla --out benchmarks/results/profile_decode_gla_<gpu>.json
@@ -99,9 +100,12 @@ def main() -> None:
             result[f"graph_step_ms_{name}"] = graph_step_ms(model, cache, token)
         layers.FUSED_PROJECTIONS_MIN = PROJECTION_VARIANTS["grouped_only"]  # the default
         result["graph_step_ms"] = graph_step_ms(model, cache, token)
-    result["generate_ms_per_token"] = args.batch / tokens_per_second(model, args.batch, 128) * 1e3
+    rates = tokens_per_second(model, args.batch, 128)
+    result["generate_ms_per_token"] = args.batch / rates["generate_tok_s"] * 1e3
+    result["decode_ms_per_token"] = args.batch / rates["decode_tok_s"] * 1e3
     result["graph_fraction_of_limit"] = result["limit_ms"] / result["graph_step_ms"]
     result["generate_fraction_of_limit"] = result["limit_ms"] / result["generate_ms_per_token"]
+    result["decode_fraction_of_limit"] = result["limit_ms"] / result["decode_ms_per_token"]
     write_json(args.out, result)
     print({k: v for k, v in result.items() if k != "eager"})
     print(f"eager step: {result['eager']['kernels']} kernels, {result['eager']['kernel_ms']:.3f} ms of GPU time")
