@@ -99,7 +99,7 @@ def bench_one(T: int) -> dict:
 def _tuned() -> dict:
     """Launch settings the autotuner chose for our kernels, per tuning key."""
     out = {}
-    for name in ("_fwd_h_kernel", "_fwd_o_kernel", "_bwd_dh_kernel", "_bwd_kernel"):
+    for name in ("_fwd_h_kernel", "_fwd_o_kernel", "_bwd_dh_kernel", "_bwd_kernel", "_bwd_dv_kernel"):
         cache = getattr(getattr(triton_chunk, name), "cache", {})
         out[name] = {str(key): str(config) for key, config in cache.items()}
     return out

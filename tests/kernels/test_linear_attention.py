@@ -111,6 +111,20 @@ def test_chunk_triton_vector_decay_paths(case, monkeypatch):
     _compare(got, want)
 
 
+@pytest.mark.parametrize("fallback", [False, True])
+def test_chunk_triton_bf16_log_decay(fallback, monkeypatch):
+    """A bfloat16 log decay: its gradient comes back in bfloat16, summed in float32 on both vector-decay paths."""
+    q, k, v, g, h0 = _inputs(1, 100, 2, 16, 16, "vector", 1, initial_state=True, seed=10)
+    if fallback:
+        monkeypatch.setattr("hf_recurrent.kernels.linear_attention.triton_chunk._fast_spread", lambda dtype: 0.0)
+    g = g.bfloat16()
+    got = _run_and_grad(triton_impl.chunk_gla, q, k, v, g, h0, None)
+    want = _run_and_grad(triton_impl.chunk_gla, q, k, v, g.float(), h0, None)
+    assert got[5].dtype == torch.bfloat16
+    _compare(got[:5] + got[6:], want[:5] + want[6:])
+    assert _rel(got[5].float(), want[5]) < 1e-2
+
+
 def test_dispatch_triton_without_final_state():
     """Through the public op with ``backend='triton'``: no final state, no initial state, default scale."""
     q, k, v, g, _ = _inputs(1, 40, 2, 16, 16, "vector", 1, initial_state=False, seed=4)
