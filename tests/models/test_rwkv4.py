@@ -172,3 +172,28 @@ def test_pile_sizes_map_on_the_meta_device(layers, width):
     model = build_model(ConvertedCheckpoint(config, rwkv4_state_dict_from_blinkdl(state, config.hidden_size)))
     assert model.device.type == "meta"
     assert sum(p.numel() for p in model.parameters()) == sum(t.numel() for t in state.values())
+
+
+def test_world_tokenizer_equals_blinkdl_on_the_real_vocabulary():
+    """The published world vocabulary (65,530 ids, shipped inside BlinkDL's rwkv package): our ids equal his
+    TRIE_TOKENIZER's on mixed-script text, and decoding gives the text back."""
+    import os
+
+    import rwkv
+    from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
+
+    from hf_recurrent.tokenization_world import RwkvWorldTokenizer
+
+    vocab_file = os.path.join(os.path.dirname(rwkv.__file__), "rwkv_vocab_v20230424.txt")
+    ours, theirs = RwkvWorldTokenizer(vocab_file), TRIE_TOKENIZER(vocab_file)
+    assert ours.vocab_size == 65530  # ids 0..65529; the models pad their embedding to 65536
+    texts = [
+        "The quick brown fox jumps over the lazy dog.\n\n  def main():\n\treturn 42",
+        "Être ou ne pas être — 这是一个问题。 Привет, мир! こんにちは 🌍🚀",
+        "User: What is RWKV?\n\nAssistant: An RNN with transformer-level performance.",
+        "\x00\x7f weird bytes \u200b and spaces     at the end   ",
+    ]
+    for text in texts:
+        ids = ours.encode(text, add_special_tokens=False)
+        assert ids == theirs.encode(text)
+        assert ours.decode(ids) == text
