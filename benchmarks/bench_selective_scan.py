@@ -9,10 +9,13 @@
    achieved bandwidth ``necessary bytes / time`` is reported as a fraction of the measured device-to-device copy
    bandwidth (the practical peak) and of the nominal HBM peak of the GPU. Goal: >= 70%.
    transformers' PyTorch path (``mamba_selective_scan``, which materialises ``[B, D, T, N]`` float32 tensors and
-   loops over T) runs on the same inputs where it fits in time and memory (``--peer-max-t``).
-   ``--sweep`` first times the kernels' tuning knobs (tile length, channels per program, warps; see
-   ``hf_recurrent.kernels.selective_scan.triton``) at 8 x 2048, d_inner 2048, and records every timing; the main
-   measurements then use the fastest forward and backward settings (also recorded).
+   loops over T in Python, seconds per call) runs on the same inputs where it fits in time and memory
+   (``--peer-max-t``): timed over a single call (no warm-up, no repeats), and forward only at d_inner 4096.
+   ``--sweep`` first times the kernels' designs and tuning knobs (``DESIGN``, tile length, channels per program,
+   warps, the backward's scratch group; see ``hf_recurrent.kernels.selective_scan.triton``) at 8 x 2048, d_inner
+   2048, at most a dozen settings per direction, and records every timing; the main measurements then use the
+   fastest fwd+bwd setting (design, tile length, backward knobs) and the fastest forward knobs of that design (all
+   recorded).
 2. Decode tokens/s of a mamba-1.4b-shaped model (d_model 2048, 48 layers, vocab 50280, random weights, bf16) at
    batch 1 and 16: ours (CUDA-graph decode and eager) against transformers' ``MambaForCausalLM`` in the same run.
 
@@ -84,6 +87,25 @@ def _time(fn, tensors, backward: bool, rep: int) -> float:
     return triton.testing.do_bench(step, warmup=3, rep=rep, return_mode="median")
 
 
+def _time_once(fn, tensors, backward: bool) -> float:
+    """Milliseconds of a single call, for peers that take seconds per call (their first-call overheads are small
+    beside that)."""
+    dy = torch.randn_like(tensors[0])
+    for t in tensors:
+        t.grad = None
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    if backward:
+        fn(tensors).backward(dy)
+    else:
+        with torch.no_grad():
+            fn(tensors)
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end)
+
+
 def scan_rows(copy_bw: float, nominal: float | None, peer_max_t: int) -> list[dict]:
     rows = []
     for D in (2048, 4096):
@@ -97,15 +119,15 @@ def scan_rows(copy_bw: float, nominal: float | None, peer_max_t: int) -> list[di
                 row.update(ours_ms=ms, ours_bytes_s=necessary[mode] / (ms * 1e-3))
                 row["fraction_of_copy_bandwidth"] = row["ours_bytes_s"] / copy_bw
                 row["fraction_of_nominal_peak"] = row["ours_bytes_s"] / nominal if nominal else None
-                if T <= peer_max_t:
+                if T <= peer_max_t and not (backward and D > 2048):
                     try:
-                        peer = _time(_transformers, tensors, backward, rep=20)
+                        peer = _time_once(_transformers, tensors, backward)
                         row.update(transformers_ms=peer, speedup_vs_transformers=peer / ms)
                     except Exception as err:  # noqa: BLE001 - recorded (e.g. out of memory)
                         row["transformers_error"] = repr(err)[:300]
                     torch.cuda.empty_cache()
                 else:
-                    row["transformers_skipped"] = f"T > --peer-max-t={peer_max_t} (python loop over T)"
+                    row["transformers_skipped"] = f"T > --peer-max-t={peer_max_t} or fwd+bwd at d_inner > 2048 (slow)"
                 rows.append(row)
                 print(row, flush=True)
                 del tensors
@@ -113,36 +135,71 @@ def scan_rows(copy_bw: float, nominal: float | None, peer_max_t: int) -> list[di
     return rows
 
 
-def sweep() -> tuple[list[dict], dict]:
-    """Time forward and backward over the kernels' knobs; leave the fastest settings in place and return them."""
-    rows, best_bwd = [], None
-    for bt in (8, 16, 32):
-        for bd in (8, 16, 32, 64):
-            if bt * bd > 512:  # registers: larger tiles (x N = 16) spill
-                continue
-            for warps in (4, 8):
-                row = dict(BLOCK_T=bt, BLOCK_D=bd, warps=warps)
-                scan_triton.BLOCK_T, scan_triton.FWD_BLOCK_D, scan_triton.BWD_BLOCK_D = bt, bd, bd
-                scan_triton.FWD_WARPS = scan_triton.BWD_WARPS = warps
-                try:
-                    row["fwd_ms"] = _time(_ours, _inputs(8, 2048, 2048, False), False, rep=100)
-                    row["fwd_bwd_ms"] = _time(_ours, _inputs(8, 2048, 2048, True), True, rep=100)
-                except Exception as err:  # noqa: BLE001 - e.g. out of resources; recorded
-                    row["error"] = repr(err)[:300]
-                rows.append(row)
-                print(row, flush=True)
-                if "fwd_bwd_ms" in row and (best_bwd is None or row["fwd_bwd_ms"] < best_bwd["fwd_bwd_ms"]):
-                    best_bwd = row
-    if best_bwd is None:
-        raise RuntimeError(f"every setting failed: {rows}")
-    # BLOCK_T is shared by forward and backward: take the fwd+bwd winner's, and the best forward at that BLOCK_T
-    same_t = [r for r in rows if r["BLOCK_T"] == best_bwd["BLOCK_T"] and "fwd_ms" in r]
-    best_fwd = min(same_t, key=lambda r: r["fwd_ms"])
-    chosen = dict(BLOCK_T=best_bwd["BLOCK_T"], FWD_BLOCK_D=best_fwd["BLOCK_D"], FWD_WARPS=best_fwd["warps"],
-                  BWD_BLOCK_D=best_bwd["BLOCK_D"], BWD_WARPS=best_bwd["warps"])
+KNOBS = ("DESIGN", "BLOCK_T", "SEQ_FWD_BLOCK_D", "SEQ_FWD_WARPS", "SEQ_BWD_WARPS", "SEQ_GROUP", "SCAN_FWD_BLOCK_D",
+         "SCAN_FWD_WARPS", "SCAN_BWD_BLOCK_D", "SCAN_BWD_WARPS")
+# forward settings: the sequential design's channels per program and warps (32 channels per warp, or 64: two per
+# thread), the tile length (statically unrolled steps); the scan design's blocks (its tile is BLOCK_T x BLOCK_D x 16
+# float32 registers: larger ones spill)
+FWD_SETTINGS = [
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_FWD_BLOCK_D=32, SEQ_FWD_WARPS=1),
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_FWD_BLOCK_D=64, SEQ_FWD_WARPS=2),
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_FWD_BLOCK_D=128, SEQ_FWD_WARPS=4),
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_FWD_BLOCK_D=64, SEQ_FWD_WARPS=1),
+    dict(DESIGN="sequential", BLOCK_T=8, SEQ_FWD_BLOCK_D=32, SEQ_FWD_WARPS=1),
+    dict(DESIGN="sequential", BLOCK_T=32, SEQ_FWD_BLOCK_D=32, SEQ_FWD_WARPS=1),
+    dict(DESIGN="scan", BLOCK_T=16, SCAN_FWD_BLOCK_D=16, SCAN_FWD_WARPS=4),
+    dict(DESIGN="scan", BLOCK_T=8, SCAN_FWD_BLOCK_D=32, SCAN_FWD_WARPS=4),
+    dict(DESIGN="scan", BLOCK_T=16, SCAN_FWD_BLOCK_D=32, SCAN_FWD_WARPS=8),
+]
+# fwd+bwd settings (the forward at the module's defaults of the design): the sequential backward's warps (32
+# channels each), states per scratch entry (registers hold GROUP + 1 states; 4 spills) and tile length
+BWD_SETTINGS = [
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=1, SEQ_GROUP=2),
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=1, SEQ_GROUP=1),
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=2, SEQ_GROUP=2),
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=4, SEQ_GROUP=2),
+    dict(DESIGN="sequential", BLOCK_T=8, SEQ_BWD_WARPS=1, SEQ_GROUP=2),
+    dict(DESIGN="sequential", BLOCK_T=32, SEQ_BWD_WARPS=1, SEQ_GROUP=2),
+    dict(DESIGN="sequential", BLOCK_T=32, SEQ_BWD_WARPS=1, SEQ_GROUP=1),
+    dict(DESIGN="scan", BLOCK_T=16, SCAN_BWD_BLOCK_D=16, SCAN_BWD_WARPS=8),
+    dict(DESIGN="scan", BLOCK_T=16, SCAN_BWD_BLOCK_D=8, SCAN_BWD_WARPS=4),
+    dict(DESIGN="scan", BLOCK_T=8, SCAN_BWD_BLOCK_D=16, SCAN_BWD_WARPS=4),
+]
+
+
+def _timed_setting(setting: dict, defaults: dict, backward: bool) -> dict:
+    for name, value in {**defaults, **setting}.items():
+        setattr(scan_triton, name, value)
+    row = dict(setting)
+    key = "fwd_bwd_ms" if backward else "fwd_ms"
+    try:
+        row[key] = _time(_ours, _inputs(8, 2048, 2048, backward), backward, rep=100)
+    except Exception as err:  # noqa: BLE001 - e.g. out of resources; recorded
+        row["error"] = repr(err)[:300]
+    torch.cuda.empty_cache()
+    print(row, flush=True)
+    return row
+
+
+def sweep(defaults: dict) -> tuple[list[dict], dict]:
+    """Time the forward and fwd+bwd settings; leave the fastest in place and return every timing and the choice.
+
+    The design and the tile length are shared by forward and backward (the saved states' layout and interval):
+    they come from the fastest fwd+bwd setting, the forward's own knobs from the fastest forward of that design.
+    """
+    fwd = [_timed_setting(s, defaults, backward=False) for s in FWD_SETTINGS]
+    bwd = [_timed_setting(s, defaults, backward=True) for s in BWD_SETTINGS]
+    timed = [r for r in bwd if "fwd_bwd_ms" in r]
+    if not timed:
+        raise RuntimeError(f"every fwd+bwd setting failed: {bwd}")
+    best_bwd = min(timed, key=lambda r: r["fwd_bwd_ms"])
+    same_design = [r for r in fwd if "fwd_ms" in r and r["DESIGN"] == best_bwd["DESIGN"]]
+    best_fwd = min(same_design, key=lambda r: r["fwd_ms"]) if same_design else {}
+    chosen = {**defaults, **{k: v for k, v in best_fwd.items() if k in KNOBS and k != "BLOCK_T"},
+              **{k: v for k, v in best_bwd.items() if k in KNOBS}}
     for name, value in chosen.items():
         setattr(scan_triton, name, value)
-    return rows, chosen
+    return fwd + bwd, chosen
 
 
 def decode_rows(new_tokens: int) -> list[dict]:
@@ -186,8 +243,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="time the kernels' tuning knobs first, use the best")
     args = parser.parse_args()
     copy_bw, nominal = measured_bandwidth(), _nominal_peak()
-    defaults = {k: getattr(scan_triton, k) for k in ("BLOCK_T", "FWD_BLOCK_D", "FWD_WARPS", "BWD_BLOCK_D", "BWD_WARPS")}
-    sweep_rows, chosen = sweep() if args.sweep else ([], defaults)
+    defaults = {k: getattr(scan_triton, k) for k in KNOBS}
+    sweep_rows, chosen = sweep(defaults) if args.sweep else ([], defaults)
     rows = [] if args.skip_scan else scan_rows(copy_bw, nominal, args.peer_max_t)
     decode = [] if args.skip_decode else decode_rows(args.new_tokens)
     write_json(args.out, dict(environment=environment(), copy_bandwidth_bytes_s=copy_bw, nominal_peak_bytes_s=nominal,

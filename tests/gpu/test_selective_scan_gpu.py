@@ -57,13 +57,17 @@ def _run(inputs, grads_out, cu_seqlens, backend, upcast):
     return [y, hT] + [leaves[k].grad for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state")]
 
 
+@pytest.mark.parametrize("design", ["scan", "sequential"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize(
     "batch,T,D,cu",
     [(2, 4096, 1536, None), (1, 8192, 2560, None), (1, 1000, 5120, None), (1, 8192, 2048, [0, 3000, 3001, 8192])],
     ids=["2x4096-d1536", "1x8192-d2560", "1x1000-d5120", "packed-d2048"],
 )
-def test_scan_matches_reference(batch, T, D, cu, dtype):
+def test_scan_matches_reference(batch, T, D, cu, dtype, design, monkeypatch):
+    from hf_recurrent.kernels.selective_scan import triton as triton_impl
+
+    monkeypatch.setattr(triton_impl, "DESIGN", design)
     cu_seqlens = None if cu is None else torch.tensor(cu, device="cuda")
     n_states = batch if cu is None else len(cu) - 1
     inputs, grads_out = _case(batch, T, D, dtype, n_states)

@@ -1,12 +1,13 @@
 """Selective scan: Triton kernels (on the CPU, through Triton's interpreter) against the PyTorch reference.
 
-``TRITON_INTERPRET=1`` is set before Triton is imported. The interpreter runs ``tl.associative_scan`` one element at
-a time, so most tests shrink the tiles to 4 steps x 4 channels (the block sizes are compile-time constants; the code
-paths are the same) and one test runs the production 16 x 16 tiles. Shapes cover several time tiles with a ragged
-last one, channel counts that are not a multiple of the block, a state size that is not a power of two, packed
-sequences of unequal lengths (one shorter than a tile), initial and final states, padded positions
-(``dt = -inf``), and every optional input switched on and off. Outputs, final states and the gradients of every
-input are compared in float32.
+``TRITON_INTERPRET=1`` is set before Triton is imported. Both kernel designs (``DESIGN = "sequential"``, the
+default, and ``"scan"``) are tested. Most tests shrink the tiles to 4 steps (and the scan design's channel blocks
+to 4 / 2 channels, the sequential forward's to 4; the sequential backward always owns 32 channels per warp) so
+that short sequences cross several tiles; the block sizes are compile-time constants, the code paths are the same.
+Shapes cover several time tiles with a ragged last one, channel counts that are not a multiple of the block, a
+state size that is not a power of two, packed sequences of unequal lengths (one shorter than a tile), initial and
+final states, padded positions (``dt = -inf``), and every optional input switched on and off. Outputs, final
+states and the gradients of every input are compared in float32.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hf_recurrent.kernels.selective_scan import reference, selective_scan, selec
 triton_impl = pytest.importorskip("hf_recurrent.kernels.selective_scan.triton")
 
 RTOL = 2e-5  # relative (norm-wise) error; fp32 with different summation orders gives ~1e-7
+DESIGNS = ("sequential", "scan")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -59,11 +61,19 @@ def _run(backend, inputs, drop, softplus, cu_seqlens, seed=1):
     return {"y": y, "final_state": hT, **{"d" + k: gr for k, gr in zip(used, grads)}}
 
 
-@pytest.fixture
-def small_tiles(monkeypatch):
+def _small_tiles(monkeypatch, design: str) -> None:
+    monkeypatch.setattr(triton_impl, "DESIGN", design)
     monkeypatch.setattr(triton_impl, "BLOCK_T", 4)
-    monkeypatch.setattr(triton_impl, "FWD_BLOCK_D", 4)
-    monkeypatch.setattr(triton_impl, "BWD_BLOCK_D", 2)  # the backward's channel blocks need not match the forward's
+    monkeypatch.setattr(triton_impl, "SEQ_FWD_BLOCK_D", 4)
+    monkeypatch.setattr(triton_impl, "SEQ_GROUP", 2)
+    monkeypatch.setattr(triton_impl, "SCAN_FWD_BLOCK_D", 4)
+    monkeypatch.setattr(triton_impl, "SCAN_BWD_BLOCK_D", 2)  # the backward's channel blocks need not match the forward's
+
+
+@pytest.fixture(params=DESIGNS)
+def small_tiles(request, monkeypatch):
+    _small_tiles(monkeypatch, request.param)
+    return request.param
 
 
 CASES = {
@@ -74,19 +84,52 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_triton_matches_reference_outputs_and_gradients(case, small_tiles):
+def _case_inputs(case):
     spec = dict(CASES[case])
     drop, softplus, pad = spec.pop("drop"), spec.pop("softplus"), spec.pop("pad", False)
     inputs = _inputs(spec["batch"], spec["T"], spec["D"], spec["N"], spec["batch"], pad=pad)
     if not softplus:  # without the softplus the step must be positive already
         inputs["dt"] = inputs["dt"].abs() * 0.3
-    _compare(inputs, drop, softplus, None)
+    return inputs, drop, softplus
 
 
-def test_production_tile_sizes_match_reference():
-    """16-step x 16-channel tiles as on the GPU: 2 tiles (ragged), 2 channel blocks (ragged), all inputs."""
+@pytest.mark.parametrize("case", CASES)
+def test_triton_matches_reference_outputs_and_gradients(case, small_tiles):
+    _compare(*_case_inputs(case), None)
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_production_tile_sizes_match_reference(design, monkeypatch):
+    """The default tiles as on the GPU (16 steps; sequential: 32 channels per program, scan: 16): 2 tiles (ragged),
+    all inputs; the scan design with 2 channel blocks (ragged)."""
+    monkeypatch.setattr(triton_impl, "DESIGN", design)
     _compare(_inputs(1, 21, 18, 4, 1, seed=7), (), True, None)
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_sequential_backward_group_sizes(group, monkeypatch):
+    """States kept per scratch entry: every step's (1) or the whole 4-step tile's (4), besides the default 2."""
+    _small_tiles(monkeypatch, "sequential")
+    monkeypatch.setattr(triton_impl, "SEQ_GROUP", group)
+    _compare(*_case_inputs("all-inputs"), None)
+
+
+def test_sequential_several_warps_and_channel_blocks(monkeypatch):
+    """70 channels: 3 backward programs of 32 (the last ragged), then 2 of 64 (two warps, each summing dB / dC over
+    its own 32 channels); 2 channels per thread in the forward (64 channels, 32 threads)."""
+    _small_tiles(monkeypatch, "sequential")
+    inputs = _inputs(1, 6, 70, 4, 1, seed=8)
+    _compare(inputs, (), True, None)
+    monkeypatch.setattr(triton_impl, "SEQ_BWD_WARPS", 2)
+    monkeypatch.setattr(triton_impl, "SEQ_FWD_BLOCK_D", 64)
+    monkeypatch.setattr(triton_impl, "SEQ_FWD_WARPS", 1)
+    _compare(inputs, (), True, None)
+
+
+def test_sequential_state_size_above_16(monkeypatch):
+    """N = 20 pads to 32 states: the 64 dB / dC values per step are summed over the channels 32 at a time."""
+    _small_tiles(monkeypatch, "sequential")
+    _compare(_inputs(1, 6, 5, 20, 1, seed=9), ("z",), True, None)
 
 
 def _compare(inputs, drop, softplus, cu_seqlens):
@@ -120,6 +163,13 @@ def test_padded_positions_leave_the_state_exactly_unchanged(small_tiles):
         _, hT = selective_scan(*(inputs[k] for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias")),
                                initial_state=inputs["initial_state"], output_final_state=True, backend=backend)
         assert torch.equal(hT, inputs["initial_state"]), backend
+
+
+def test_unknown_design_is_rejected(monkeypatch):
+    monkeypatch.setattr(triton_impl, "DESIGN", "parallel")
+    inputs = _inputs(1, 4, 4, 4, 1)
+    with pytest.raises(ValueError, match="DESIGN"):
+        selective_scan(*(inputs[k] for k in ("x", "dt", "A", "B", "C")), backend="triton")
 
 
 @pytest.mark.parametrize("has_optional", [True, False])
