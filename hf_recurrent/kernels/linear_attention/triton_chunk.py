@@ -69,6 +69,7 @@ _CONFIGS = (
 )
 _KEY = ["H", "K", "V", "DECAY"]
 _KEY_STATE = _KEY + ["BK", "BV"]
+_KEY_SUB = ["H", "K", "V"]  # the sub-chunk kernels are vector decay only (Triton >= 3.7 checks keys are arguments)
 # Output and gradient kernels (whole chunks of 64 rows) also tune their key/value tiles (BK, BV): wider float32
 # tiles spill registers. Under the interpreter, 16-wide tiles: several tiles per head dim, so the loops over them are
 # tested.
@@ -321,7 +322,7 @@ def _fwd_o_sub_rows(
         tl.store(p_o, (b_o * scale).to(o.dtype.element_ty), mask=(r < eos)[:, None] & (vv < V)[None, :])
 
 
-@triton.autotune(_SUB_CONFIGS, key=_KEY)
+@triton.autotune(_SUB_CONFIGS, key=_KEY_SUB)
 @triton.jit
 def _fwd_o_sub_kernel(
     q, k, v, G, spread, hs, o, cu_seqlens, chunk_indices, chunk_offsets, scale,
@@ -639,7 +640,7 @@ def _bwd_sub_rows(
         tl.store(p_v, b_dv.to(dv.dtype.element_ty), mask=(r < eos)[:, None] & (vv < V)[None, :])
 
 
-@triton.autotune(_SUB_CONFIGS, key=_KEY)
+@triton.autotune(_SUB_CONFIGS, key=_KEY_SUB)
 @triton.jit
 def _bwd_sub_kernel(
     q, k, v, G, spread, hs, do, dhs, dq, dk, dv, dG, dg, cu_seqlens, chunk_indices, chunk_offsets, scale,
