@@ -391,7 +391,7 @@ def _seq_bwd_kernel(
                 gAh = _put(gAh, rg, p, gAh_p)
                 for c in tl.static_range((2 * BN) // V):
                     total = _lane_sums(sums[c * V:(c + 1) * V], lane, NW, BD, V, LOG_V)
-                    tl.store(part + (g0 + p) * (2 * BN) + c * V + lane, total, mask=(g0 + p < eos) & (lane < V))
+                    tl.store(part + (g0 + p) * (2 * BN) + c * V + lane, total, mask=(lane * 0 + g0 + p < eos) & (lane < V))  # an array mask: Triton 3.9's interpreter
             dx_t = dg * gB
             if HAS_D:
                 dx_t += D_t[:, None] * doutg
