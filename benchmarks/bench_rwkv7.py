@@ -68,6 +68,7 @@ def bench_kernels() -> list[dict]:
                     row[key] = _time(fn, inputs, backward)
                 except Exception as err:  # noqa: BLE001 - a peer that fails at a size is recorded, not fatal
                     row[key] = f"failed: {type(err).__name__}: {str(err)[:200]}"
+                print(f"T={T} {key}: {row[key]}", flush=True)  # a run stopped by its time limit keeps its log
         print(row)
         rows.append(row)
     return rows
