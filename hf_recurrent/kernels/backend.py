@@ -35,6 +35,15 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def autotuning() -> bool:
+    """Whether autotuned kernels try several launch settings on their first call per shape (the default).
+
+    ``HF_RECURRENT_AUTOTUNE=0`` keeps one setting per kernel: compiling then takes a fraction of the time, for runs
+    where correctness matters and speed does not (the GPU test suite sets it).
+    """
+    return os.environ.get("HF_RECURRENT_AUTOTUNE", "1") != "0"
+
+
 def resolve_backend(backend: str | None, tensor: torch.Tensor) -> str:
     """Return the backend to run for ``tensor``: the argument, else the environment variable, else by device."""
     if backend is None:

@@ -51,7 +51,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import triton_interpreting
+from ..backend import autotuning, triton_interpreting
 
 BT = 64  # chunk length
 BC = 16  # sub-chunk length of the vector-decay fallback (chunks of strong decay)
@@ -65,7 +65,7 @@ _NONE, _SCALAR, _VECTOR = 0, 1, 2
 _CONFIGS = (
     [triton.Config({})]
     if triton_interpreting()
-    else [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (1, 2)]
+    else [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (1, 2)][: None if autotuning() else 1]
 )
 _KEY = ["H", "K", "V", "DECAY"]
 _KEY_STATE = _KEY + ["BK", "BV"]
@@ -81,7 +81,7 @@ _CHUNK_CONFIGS = (
         for bk, bv, w, s in (
             (32, 32, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (64, 64, 8, 1), (64, 64, 8, 2), (64, 128, 8, 2),
         )
-    ]
+    ][: None if autotuning() else 1]  # (32, 32) tiles never spill
 )
 # The sub-chunk kernels of vector decay (16 rows at a time; chunks of strong decay only, rarely taken): one setting.
 _SUB_CONFIGS = (
