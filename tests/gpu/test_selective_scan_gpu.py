@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_recurrent.kernels.causal_conv1d import causal_conv1d, causal_conv1d_step
-from hf_recurrent.kernels.selective_scan import reference, selective_scan, selective_scan_step
+from hf_recurrent.kernels.selective_scan import selective_scan, selective_scan_step
 
 pytestmark = [
     pytest.mark.gpu,

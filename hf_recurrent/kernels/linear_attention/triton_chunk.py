@@ -138,6 +138,36 @@ def _state_ptrs(base, idx, i_h, H: tl.constexpr, K: tl.constexpr, V: tl.constexp
 
 
 @triton.jit
+def _state_terms(do, v, hs, dhs, i_hs, i_dh, i_h, row0, row_end, kk, want_x,
+                 H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, R: tl.constexpr, BK: tl.constexpr,
+                 BV: tl.constexpr, X_ENTERING: tl.constexpr, X_LEAVING: tl.constexpr):
+    """The state parts of a backward, for ``R`` rows from ``row0`` and the key tile ``kk``: ``(do h^T, v dh'^T, x)``
+    with ``h`` the state entering the chunk (``hs[i_hs]``) and ``dh'`` the gradient of the one leaving it
+    (``dhs[i_dh]``); ``x = sum_v (s \odot dh')`` over the value columns, ``s`` being ``h`` (``X_ENTERING``) or, when
+    ``want_x``, the state leaving the chunk, ``hs[i_hs + 1]`` (``X_LEAVING``); zeros otherwise."""
+    dt = v.dtype.element_ty
+    b_dqh = tl.zeros([R, BK], dtype=tl.float32)
+    b_dkh = tl.zeros([R, BK], dtype=tl.float32)
+    b_x = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        vv = i_v * BV + tl.arange(0, BV)
+        m_kv = (kk < K)[:, None] & (vv < V)[None, :]
+        b_do = _tile(do + i_h * V, row0, row_end, H * V, i_v * BV, V, R, BV)
+        b_v = _tile(v + i_h * V, row0, row_end, H * V, i_v * BV, V, R, BV)
+        b_h = tl.load(_state_ptrs(hs, i_hs, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
+        b_dh = tl.load(_state_ptrs(dhs, i_dh, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
+        b_dqh += _dot(b_do, tl.trans(b_h.to(dt)))
+        b_dkh += _dot(b_v, tl.trans(b_dh.to(dt)))
+        if X_ENTERING:
+            b_x += tl.sum(b_h.to(tl.float32) * b_dh.to(tl.float32), axis=1)
+        if X_LEAVING:
+            if want_x:
+                b_he = tl.load(_state_ptrs(hs, i_hs + 1, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
+                b_x += tl.sum(b_he.to(tl.float32) * b_dh.to(tl.float32), axis=1)
+    return b_dqh, b_dkh, b_x
+
+
+@triton.jit
 def _chunk_cumsum_kernel(
     x, y, spread, cu_seqlens, chunk_indices, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
     SPREAD: tl.constexpr,
@@ -448,20 +478,8 @@ def _bwd_kernel(
             b_dk = _dot(tl.trans(b_dA), b_q)
 
         # contributions of the entering state h and of the gradient dh' of the leaving one
-        b_dqh = tl.zeros([BT, BK], dtype=tl.float32)
-        b_dkh = tl.zeros([BT, BK], dtype=tl.float32)
-        b_x = tl.zeros([BK], dtype=tl.float32)
-        for i_v in range(tl.cdiv(V, BV)):
-            vv = i_v * BV + tl.arange(0, BV)
-            m_kv = (kk < K)[:, None] & (vv < V)[None, :]
-            b_do = _tile(do + i_h * V, t0, eos, H * V, i_v * BV, V, BT, BV)
-            b_v = _tile(v + i_h * V, t0, eos, H * V, i_v * BV, V, BT, BV)
-            b_h = tl.load(_state_ptrs(hs, i_hs, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
-            b_dh = tl.load(_state_ptrs(dhs, i_dh, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
-            b_dqh += _dot(b_do, tl.trans(b_h.to(dt)))
-            b_dkh += _dot(b_v, tl.trans(b_dh.to(dt)))
-            if DECAY > 0:
-                b_x += tl.sum(b_h.to(tl.float32) * b_dh.to(tl.float32), axis=1)
+        b_dqh, b_dkh, b_x = _state_terms(do, v, hs, dhs, i_hs, i_dh, i_h, t0, eos, kk, True,
+                                         H, K, V, BT, BK, BV, DECAY > 0, False)
         if DECAY == 2:
             # e^G = e^{G - c} e^c and e^{G_L - G} = e^{c - G} e^{G_L - c}: no further exponential of the tile
             b_dq += scale * b_dqh * b_eq * tl.exp(g_c)[None, :]
@@ -597,21 +615,8 @@ def _bwd_sub_rows(
             b_dki += tl.where(rb[:, None] == j, b_dkj[None, :], 0.0)
 
         # contributions of the entering state h and of the gradient dh' of the leaving one h'
-        b_dqh = tl.zeros([BC, BK], dtype=tl.float32)
-        b_dkh = tl.zeros([BC, BK], dtype=tl.float32)
-        b_x = tl.zeros([BK], dtype=tl.float32)
-        for i_v in range(tl.cdiv(V, BV)):
-            vv = i_v * BV + tl.arange(0, BV)
-            m_kv = (kk < K)[:, None] & (vv < V)[None, :]
-            b_do_a = _tile(do + i_h * V, r0, eos, H * V, i_v * BV, V, BC, BV)
-            b_v_a = _tile(v + i_h * V, r0, eos, H * V, i_v * BV, V, BC, BV)
-            b_h = tl.load(_state_ptrs(hs, i_hs, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
-            b_dh = tl.load(_state_ptrs(dhs, i_dh, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
-            b_dqh += _dot(b_do_a, tl.trans(b_h.to(dt)))
-            b_dkh += _dot(b_v_a, tl.trans(b_dh.to(dt)))
-            if last <= e:
-                b_he = tl.load(_state_ptrs(hs, i_hs + 1, i_h, H, K, V, kk, vv), mask=m_kv, other=0.0)
-                b_x += tl.sum(b_he.to(tl.float32) * b_dh.to(tl.float32), axis=1)
+        b_dqh, b_dkh, b_x = _state_terms(do, v, hs, dhs, i_hs, i_dh, i_h, r0, eos, kk, last <= e,
+                                         H, K, V, BC, BK, BV, False, True)
         b_dq = scale * (b_dqi + b_dqh * tl.exp(b_ga))
         b_dk = scale * b_dki + b_dkh * tl.exp(g_last[None, :] - b_ga)
         m_rk = (r < eos)[:, None] & (kk < K)[None, :]

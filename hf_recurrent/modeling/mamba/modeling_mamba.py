@@ -6,7 +6,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from transformers.cache_utils import Cache
 
 from ...kernels.causal_conv1d import causal_conv1d_step
