@@ -39,7 +39,8 @@ def autotuning() -> bool:
     """Whether autotuned kernels try several launch settings on their first call per shape (the default).
 
     ``HF_RECURRENT_AUTOTUNE=0`` keeps one setting per kernel: compiling then takes a fraction of the time, for runs
-    where correctness matters and speed does not (the GPU test suite sets it).
+    where correctness matters and speed does not (the GPU test suite sets it). Read when a kernel module builds its
+    launch settings, on its first import.
     """
     return os.environ.get("HF_RECURRENT_AUTOTUNE", "1") != "0"
 

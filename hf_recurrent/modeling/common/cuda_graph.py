@@ -52,7 +52,6 @@ class DecodeGraph:
         self._cache = weakref.ref(cache)
         self.static_ids = input_ids.clone()
         self.buffers = _state_tensors(cache)
-        self.layout = _layout(self.buffers)
         snapshot = {where: t.clone() for where, t in self.buffers.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -68,7 +67,7 @@ class DecodeGraph:
             raise RuntimeError("the decode step allocated new state tensors; it cannot be replayed as a graph")
 
     def serves(self, cache: Cache, key: tuple) -> bool:
-        return key == self.key and (self._cache() is cache or _layout(_state_tensors(cache)) == self.layout)
+        return key == self.key and (self._cache() is cache or _layout(_state_tensors(cache)) == _layout(self.buffers))
 
     def _lend_buffers_to(self, cache: Cache) -> None:
         previous = self._cache()
