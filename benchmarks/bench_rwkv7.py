@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -48,20 +49,24 @@ def _time(fn, inputs, backward: bool) -> float:
     return triton.testing.do_bench(run, warmup=10, rep=100, return_mode="median")
 
 
-def bench_kernels() -> list[dict]:
-    fns = {"ours_fused_recurrent": lambda *x: generalized_delta_rule(*x, backend="triton")}
+def _kernel_fns(peers: bool) -> dict:
+    if not peers:
+        return {"ours_fused_recurrent": lambda *x: generalized_delta_rule(*x, backend="triton")}
     try:
         from fla.ops.rwkv7 import chunk_rwkv7, fused_recurrent_rwkv7
-
-        fns["fla_chunk_rwkv7"] = lambda *x: chunk_rwkv7(*x, scale=1.0)
-        fns["fla_fused_recurrent_rwkv7"] = lambda *x: fused_recurrent_rwkv7(*x, scale=1.0, output_final_state=False)
     except ImportError as err:
         print(f"fla unavailable: {err}")
-    rows = []
+        return {}
+    return {"fla_fused_recurrent_rwkv7": lambda *x: fused_recurrent_rwkv7(*x, scale=1.0, output_final_state=False),
+            "fla_chunk_rwkv7": lambda *x: chunk_rwkv7(*x, scale=1.0)}
+
+
+def bench_kernels(peers: bool) -> Iterator[dict]:
+    """Rows per T of ours (``peers=False``) or of fla's ops (``peers=True``, whose first calls compile for minutes)."""
     for T in (2048, 4096, 8192, 16384):
         inputs = _inputs(T)
         row = {"T": T, "B": TOKENS // T}
-        for name, fn in fns.items():
+        for name, fn in _kernel_fns(peers).items():
             for backward in (False, True):
                 key = f"{name}_{'fwd_bwd' if backward else 'fwd'}_ms"
                 try:
@@ -69,9 +74,7 @@ def bench_kernels() -> list[dict]:
                 except Exception as err:  # noqa: BLE001 - a peer that fails at a size is recorded, not fatal
                     row[key] = f"failed: {type(err).__name__}: {str(err)[:200]}"
                 print(f"T={T} {key}: {row[key]}", flush=True)  # a run stopped by its time limit keeps its log
-        print(row)
-        rows.append(row)
-    return rows
+        yield row
 
 
 def bench_decode(new_tokens: int) -> list[dict]:
@@ -104,8 +107,14 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_rwkv7 needs a CUDA GPU")
-    write_json(args.out, {"environment": environment(), "kernel_bf16_H32_D64": bench_kernels(),
-                          "decode_1.5B_bf16": bench_decode(args.new_tokens)})
+    # Ours first, then decode, then fla (slow to compile): each stage is saved as it ends.
+    result = {"environment": environment(), "kernel_bf16_H32_D64": list(bench_kernels(peers=False))}
+    write_json(args.out, result)
+    result["decode_1.5B_bf16"] = bench_decode(args.new_tokens)
+    write_json(args.out, result)
+    for ours, peer in zip(result["kernel_bf16_H32_D64"], bench_kernels(peers=True)):
+        ours.update(peer)
+        write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

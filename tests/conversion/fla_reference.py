@@ -3,6 +3,9 @@
 Run as ``TRITON_INTERPRET=1 python -m tests.conversion.fla_reference OUT``: for every case of
 :data:`tests.conversion.fla_checkpoints.CASES` it writes ``OUT/<case>/checkpoint`` (fla's published layout) and
 ``OUT/<case>/reference.pt`` (input ids, fla's fp32 logits, a prompt and fla's greedy continuation).
+``... fla_reference --logits IN OUT`` reads ``{"config", "seed", "input_ids"}`` from ``IN`` and saves the fp32
+logits of :func:`fla_gla_model` ``(seed, **config)`` (fused_recurrent mode) to ``OUT`` (the GPU parity test's
+oracle, free of fla's GPU compilation).
 
 It runs in a subprocess of its own because Triton's interpreter must be chosen before fla defines its kernels,
 and must not leak into the other tests of the session. Two shims make fla's kernels run interpreted with
@@ -57,5 +60,20 @@ def main(out: Path) -> None:
         )
 
 
+def logits(request: Path, out: Path) -> None:
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        raise SystemExit("run with TRITON_INTERPRET=1 (fla's Triton kernels on the CPU)")
+    _patch_triton_interpreter()
+    spec = torch.load(request)
+    model = fla_gla_model(seed=spec["seed"], **spec["config"])
+    for layer in model.model.layers:
+        layer.attn.mode = "fused_recurrent"
+    with torch.no_grad():
+        torch.save(model(input_ids=spec["input_ids"], use_cache=False).logits.float(), out)
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "--logits":
+        logits(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        main(Path(sys.argv[1]))

@@ -1,15 +1,19 @@
-"""GPU parity: a converted random fla GLA against flash-linear-attention's own kernels, at a realistic size.
+"""GPU parity: a converted random fla GLA against flash-linear-attention's own model, at a realistic size.
 
 hidden 512, 4 layers, 4 heads over 2 key/value heads, short convolutions, T = 300 (not a multiple of 64, so
-chunked kernels see a ragged last chunk). fla runs in its ``chunk`` and ``fused_recurrent`` modes (fla switches
-to fused_recurrent by itself only for T <= 64). Error = max |ours - fla| / max |fla| over all logits.
+chunked kernels see a ragged last chunk). fla runs in its ``fused_recurrent`` mode. Error = max |ours - fla| /
+max |fla| over all logits (fp32), or the norm ratio (bf16).
 
-* bf16: ours in bf16 against fla in bf16, per mode, <= 1e-2.
-* fp32: ours in fp32 against fla in fp32, per mode, <= 1e-4. fla's ``chunk`` kernels may multiply fp32 through
-  TF32 tensor cores on Hopper (Triton's default dot precision), so that case is a non-strict xfail: its outcome
-  is recorded (XPASS / XFAIL), the fused_recurrent case is the assertion.
+Two fp32 oracles: fla on this GPU, and fla on the CPU (its Triton kernels interpreted, in a subprocess: slower,
+but independent of how fla's kernels compile for this GPU; fla reports Hopper miscompiles with Triton 3.4-3.7.0).
+On an H200 (Triton 3.6) our bf16 logits were 0.85 (norm ratio) from fla's GPU fp32 ones, while ours in bf16 are
+0.03 from ours in fp32 on that GPU and ours in fp32 match fla's CPU logits to 2.4e-6: the CPU oracle decides.
+
+* fp32: ours on the GPU against fla on the CPU <= 1e-4; fla's GPU run against its CPU run is recorded (xfail,
+  non-strict: a check of the peer on this stack, not of us).
+* bf16: ours in bf16 must be as close to the CPU oracle as fla's bf16 run is to fla's fp32 run (x 1.25).
 * greedy: 24 new tokens after a 300-token prompt, ours (``generate``: chunked prefill, then cached recurrent
-  steps) against fla fp32 fused_recurrent re-computing the whole sequence at each step.
+  steps) against fla fp32 fused_recurrent on the GPU re-computing the whole sequence at each step.
 
 Run on a GPU machine with ``pytest -m gpu tests/gpu/test_gla_parity_gpu.py -rxX -s`` (``-s`` prints the errors).
 """
@@ -17,6 +21,9 @@ Run on a GPU machine with ``pytest -m gpu tests/gpu/test_gla_parity_gpu.py -rxX 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +59,17 @@ def input_ids() -> torch.LongTensor:
     return torch.randint(CONFIG["vocab_size"], (BATCH, SEQ_LEN), generator=torch.Generator().manual_seed(0)).cuda()
 
 
+@pytest.fixture(scope="module")
+def fla_cpu_logits(tmp_path_factory: pytest.TempPathFactory, input_ids) -> torch.Tensor:
+    """fla's fp32 logits on the CPU (``tests.conversion.fla_reference --logits`` in a subprocess), on the GPU."""
+    root = tmp_path_factory.mktemp("fla-cpu")
+    torch.save({"config": CONFIG, "seed": 0, "input_ids": input_ids.cpu()}, root / "request.pt")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run([sys.executable, "-m", "tests.conversion.fla_reference", "--logits", str(root / "request.pt"),
+                    str(root / "logits.pt")], env=env, cwd=Path(__file__).parents[2], check=True, timeout=900)
+    return torch.load(root / "logits.pt").cuda()
+
+
 def _fla_on_gpu(fla: torch.nn.Module, mode: str, dtype: torch.dtype) -> torch.nn.Module:
     """A copy of the fp32 CPU model on the GPU in ``dtype`` (the original keeps full precision for later tests)."""
     model = copy.deepcopy(fla).to(device="cuda", dtype=dtype)
@@ -73,20 +91,37 @@ def _relative_error(path: Path, fla: torch.nn.Module, ids: torch.Tensor, mode: s
     return error
 
 
+@torch.no_grad()
+def test_fp32_logits_against_fla_on_the_cpu(checkpoints, input_ids, fla_cpu_logits) -> None:
+    _, ours = checkpoints
+    got = _ours_on_gpu(ours, torch.float32)(input_ids).logits.float()
+    error = ((got - fla_cpu_logits).abs().max() / fla_cpu_logits.abs().max()).item()
+    print(f"[gla gpu parity] fp32 ours (GPU) vs fla (CPU): {error:.3e}")
+    assert error <= 1e-4
+
+
+@pytest.mark.xfail(strict=False, reason="a check of fla's GPU kernels on this Triton (Hopper miscompiles reported)")
+@torch.no_grad()
+def test_fla_on_the_gpu_agrees_with_fla_on_the_cpu(checkpoints, input_ids, fla_cpu_logits) -> None:
+    got = _fla_on_gpu(checkpoints[0], "fused_recurrent", torch.float32)(input_ids=input_ids, use_cache=False)
+    error = ((got.logits.float() - fla_cpu_logits).abs().max() / fla_cpu_logits.abs().max()).item()
+    print(f"[gla gpu parity] fp32 fla (GPU) vs fla (CPU): {error:.3e}")
+    assert error <= 1e-4
+
+
 @pytest.mark.parametrize("mode", MODES)
 @torch.no_grad()
-def test_bf16_logits(checkpoints, input_ids, mode: str) -> None:
-    """In bf16 both models round: ours must be as close to the exact (fp32) logits as fla's own bf16 run is.
-
-    A fixed bound would not do: this random model's bf16 logits are ~4% (norm) from its fp32 ones in either code.
-    """
+def test_bf16_logits(checkpoints, input_ids, fla_cpu_logits, mode: str) -> None:
+    """In bf16 both models round: ours must be as close to the exact (fp32, CPU) logits as fla's own bf16 run is to
+    its fp32 run. A fixed bound would not do: this random model's bf16 logits are ~3% (norm) from its fp32 ones in
+    either code."""
     fla, ours = checkpoints
-    exact = _fla_on_gpu(fla, mode, torch.float32)(input_ids=input_ids, use_cache=False).logits.float()
+    fla_fp32 = _fla_on_gpu(fla, mode, torch.float32)(input_ids=input_ids, use_cache=False).logits.float()
     fla_bf16 = _fla_on_gpu(fla, mode, torch.bfloat16)(input_ids=input_ids, use_cache=False).logits.float()
     ours_bf16 = _ours_on_gpu(ours, torch.bfloat16)(input_ids).logits.float()
-    fla_err = ((fla_bf16 - exact).norm() / exact.norm()).item()
-    our_err = ((ours_bf16 - exact).norm() / exact.norm()).item()
-    print(f"[gla gpu parity] bf16 vs exact fp32: ours {our_err:.3e}, fla {mode} {fla_err:.3e}")
+    fla_err = ((fla_bf16 - fla_fp32).norm() / fla_fp32.norm()).item()
+    our_err = ((ours_bf16 - fla_cpu_logits).norm() / fla_cpu_logits.norm()).item()
+    print(f"[gla gpu parity] bf16: ours vs exact (CPU) {our_err:.3e}; fla {mode} vs its fp32 {fla_err:.3e}")
     assert our_err <= max(1.25 * fla_err, 1e-2)
 
 

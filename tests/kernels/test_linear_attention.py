@@ -125,6 +125,23 @@ def test_chunk_triton_bf16_log_decay(fallback, monkeypatch):
     assert _rel(got[5].float(), want[5]) < 1e-2
 
 
+@pytest.mark.parametrize("decay", ["vector", "scalar"])
+def test_chunk_triton_bf16_inputs(decay):
+    """bfloat16 q, k, v (as models run on a GPU), outputs and every gradient against the float32 recurrence on the
+    same rounded inputs. The kernels round decayed queries/keys, the intra-chunk scores and the chunk states to
+    bfloat16 before float32-accumulated products: a few roundings of 2^-9 in series, so 2e-2 (twice that for the
+    decay's gradient, a difference of two such sums), as the GPU test allows at real sizes."""
+    q, k, v, g, h0 = _inputs(2, 130, 2, 32, 48, decay, 2, initial_state=True, seed=5)
+    q, k, v = (x.bfloat16() for x in (q, k, v))
+    got = _run_and_grad(triton_impl.chunk_gla, q, k, v, g, h0, None)
+    want = _run_and_grad(reference.recurrent_gla, q.float(), k.float(), v.float(), g, h0, None)
+    assert [x.dtype for x in got[:5]] == [torch.bfloat16, torch.float32, torch.bfloat16, torch.bfloat16, torch.bfloat16]
+    for name, a, b in zip(["o", "final_state", "dq", "dk", "dv", "dlog_decay", "dh0"], got, want):
+        assert torch.isfinite(a).all(), name
+        bound = 4e-2 if name == "dlog_decay" else 2e-2
+        assert _rel(a.float(), b) < bound, f"{name}: relative error {_rel(a.float(), b):.2e}"
+
+
 def test_dispatch_triton_without_final_state():
     """Through the public op with ``backend='triton'``: no final state, no initial state, default scale."""
     q, k, v, g, _ = _inputs(1, 40, 2, 16, 16, "vector", 1, initial_state=False, seed=4)

@@ -141,7 +141,7 @@ def _state_ptrs(base, idx, i_h, H: tl.constexpr, K: tl.constexpr, V: tl.constexp
 def _state_terms(do, v, hs, dhs, i_hs, i_dh, i_h, row0, row_end, kk, want_x,
                  H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, R: tl.constexpr, BK: tl.constexpr,
                  BV: tl.constexpr, X_ENTERING: tl.constexpr, X_LEAVING: tl.constexpr):
-    """The state parts of a backward, for ``R`` rows from ``row0`` and the key tile ``kk``: ``(do h^T, v dh'^T, x)``
+    r"""The state parts of a backward, for ``R`` rows from ``row0`` and the key tile ``kk``: ``(do h^T, v dh'^T, x)``
     with ``h`` the state entering the chunk (``hs[i_hs]``) and ``dh'`` the gradient of the one leaving it
     (``dhs[i_dh]``); ``x = sum_v (s \odot dh')`` over the value columns, ``s`` being ``h`` (``X_ENTERING``) or, when
     ``want_x``, the state leaving the chunk, ``hs[i_hs + 1]`` (``X_LEAVING``); zeros otherwise."""
