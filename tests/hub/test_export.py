@@ -10,10 +10,6 @@ which fetches each remote-code file by name and runs check_imports on it). The t
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import traceback
 from pathlib import Path
 
@@ -28,11 +24,10 @@ from hf_recurrent.hub import ExportError, export_model
 from hf_recurrent.modeling.registry import ARCHITECTURES
 from hf_recurrent.tokenization import byte_level_tokenizer
 from tests.conftest import build_model
+from tests.hub.remote import COMMIT, into_hub_cache, run_loader
 
 ARCH_NAMES = list(ARCHITECTURES)
-LOADER = Path(__file__).with_name("load_without_package.py")
 MAX_NEW_TOKENS = 8
-COMMIT = "0123456789abcdef" * 2 + "01234567"
 TEXT = "def main():\n    return 42"
 WORLD_TOKENIZER_ARCHS = {"rwkv4", "rwkv7"}
 
@@ -44,16 +39,6 @@ def _inputs(vocab: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     mask = torch.ones_like(ids)
     ids[1, :3], mask[1, :3] = pad, 0
     return ids, mask
-
-
-def _into_hub_cache(folder: Path, cache: Path, repo_id: str) -> None:
-    """Lay ``folder`` out as huggingface_hub's cache holds a downloaded repo (refs/main -> snapshots/<commit>/), so
-    that ``from_pretrained(repo_id)`` offline takes transformers' Hub code path: every remote-code file is fetched
-    by name from the files the entry module imports, and check_imports runs on each."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    shutil.copytree(folder, repo / "snapshots" / COMMIT)
 
 
 def _tokenizer(name: str, folder: Path):
@@ -87,7 +72,7 @@ def _export_one(name: str, root: Path) -> tuple[dict, dict]:
             "generated": model.generate(ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
                                         pad_token_id=pad),
         }
-    _into_hub_cache(dst, root / "hub-cache", f"hfr-test/{name}")
+    into_hub_cache(dst, root / "hub-cache", f"hfr-test/{name}")
     case = {"name": name, "dir": str(dst), "hub_id": f"hfr-test/{name}", "input_ids": ids.tolist(),
             "attention_mask": mask.tolist(), "max_new_tokens": MAX_NEW_TOKENS, "pad_token_id": pad, "text": TEXT}
     return case, original
@@ -107,26 +92,8 @@ def exported(tmp_path_factory):
             cases.append(case)
         except Exception:  # noqa: BLE001  (reported by that architecture's tests)
             errors[name] = traceback.format_exc(limit=-6)
-    out = root / "results"
-    out.mkdir()
-    spec = root / "spec.json"
-    spec.write_text(json.dumps({"models": cases, "out": str(out), "threads": torch.get_num_threads(),
-                                "hide": ["hf_recurrent", "triton"], "device": "cpu"}))
-    env = {k: v for k, v in os.environ.items() if k != "HF_RECURRENT_BACKEND"}
-    # Keep PYTHONPATH entries that bring other packages (a newer transformers, say), not this checkout's root; the
-    # loader's import blocker hides hf_recurrent whatever the path.
-    repo = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and str(Path(p).resolve()) != repo
-    )
-    env.update(HF_MODULES_CACHE=str(root / "modules"), HF_HUB_CACHE=str(root / "hub-cache"), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(LOADER), str(spec)], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads((out / "report.json").read_text())
+    report, remote = run_loader(root, cases, ["hf_recurrent", "triton"], "cpu", torch.get_num_threads())
     errors.update(report["errors"])
-    remote = {case["name"]: load_file(out / f"{case['name']}.safetensors") for case in cases
-              if case["name"] not in errors}
     return root, report, originals, remote, errors
 
 
