@@ -46,8 +46,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         path = bundled_model_path()
         print(f"[hf-recurrent] no --model given: using the bundled GLA ({path.name}, 4.1M parameters, trained on the "
               "Python standard library's source; see the README)", file=sys.stderr, flush=True)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not Path(path).exists() and str(path).startswith(("/", ".", "~")):  # a local path, not a Hub repo id
+        print(f"[hf-recurrent] generate failed: --model {str(path)!r}: no such folder", file=sys.stderr)
+        return 2
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:  # a missing folder, no config.json / tokenizer, an unknown model type
+        print(f"[hf-recurrent] generate failed: cannot load a model and its tokenizer from {str(path)!r}: {err}",
+              file=sys.stderr)
+        return 2
     inputs = tokenizer(args.prompt, return_tensors="pt").to(device)
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -80,7 +88,13 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .modeling.registry import ARCHITECTURES
     from .training import TrainSettings, train
+
+    if args.arch not in ARCHITECTURES:  # before reading any data
+        print(f"[hf-recurrent] train failed: unknown --arch {args.arch!r}; choose one of {', '.join(ARCHITECTURES)}",
+              file=sys.stderr)
+        return 2
 
     settings = TrainSettings(
         arch=args.arch, data=args.data, out=args.out, config=_parse_overrides(args.config), tokenizer=args.tokenizer,
@@ -89,7 +103,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         pack=not args.no_pack, save_dtype=args.save_dtype, seed=args.seed, logging_steps=args.logging_steps,
         max_minutes=args.max_minutes,
     )
-    out = train(settings)
+    try:
+        out = train(settings)
+    except (FileNotFoundError, ValueError) as err:  # no data files, too little data, a bad config override
+        print(f"[hf-recurrent] train failed: {err}", file=sys.stderr)
+        return 2
     print(f"[hf-recurrent] trained model written to {out} (loss curve: {out / 'loss_curve.png'})", file=sys.stderr)
     return 0
 
@@ -135,6 +153,22 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(kind: type, low: float, high: float | None = None, low_open: bool = False):
+    """An argparse type: ``kind`` within ``[low, high]`` (``(low, high]`` when ``low_open``), else a usage error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a{'n integer' if kind is int else ' number'}, got {text!r}")
+        if value < low or (low_open and value == low) or (high is not None and value > high):
+            bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high else ')'}"
+            raise argparse.ArgumentTypeError(f"{text} is outside {bounds}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-recurrent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,11 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="stream a continuation of PROMPT and print tokens/s")
     gen.add_argument("prompt")
     gen.add_argument("--model", help="model directory (save_pretrained / convert output); default: the bundled GLA")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, help="0 = greedy; default: the model's generation_config.json")
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--repetition-penalty", type=float)
+    gen.add_argument("--max-new-tokens", type=_number(int, 1), default=64)
+    gen.add_argument("--temperature", type=_number(float, 0),
+                     help="0 = greedy; default: the model's generation_config.json")
+    gen.add_argument("--top-k", type=_number(int, 1))
+    gen.add_argument("--top-p", type=_number(float, 0, 1, low_open=True))
+    gen.add_argument("--repetition-penalty", type=_number(float, 0, low_open=True))
     gen.add_argument("--seed", type=int)
     gen.add_argument("--device", help="default: cuda if available, else cpu")
     gen.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
@@ -159,10 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. hidden_size=256")
     tr.add_argument("--tokenizer", help="tokenizer directory (default: byte-level, 256 bytes + end-of-text)")
     tr.add_argument("--pattern", default="*.py", help="file pattern for --data directories")
-    tr.add_argument("--seq-len", type=int, default=512)
-    tr.add_argument("--batch-size", type=int, default=16)
-    tr.add_argument("--max-steps", type=int, default=1000)
-    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--seq-len", type=_number(int, 2), default=512)
+    tr.add_argument("--batch-size", type=_number(int, 1), default=16)
+    tr.add_argument("--max-steps", type=_number(int, 1), default=1000)
+    tr.add_argument("--lr", type=_number(float, 0, low_open=True), default=3e-3)
     tr.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     tr.add_argument("--gradient-checkpointing", action="store_true")
     tr.add_argument("--no-pack", action="store_true", help="plain [B, seq_len] blocks instead of packed documents")
