@@ -186,6 +186,24 @@ def test_position_ids_are_refused():
     assert copy.deepcopy(model) is not model
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES.values(), ids=list(ARCHITECTURES))
+def test_malformed_inputs_get_clear_errors(arch):
+    """Ids of the wrong shape, type or range and embeddings of the wrong width: a ValueError that says so (instead of
+    an indexing error, or on a GPU a device-side assert)."""
+    model = build_model(arch, next(iter(arch.test_configs)))
+    vocab, hidden = model.config.vocab_size, model.config.hidden_size
+    cases = [
+        (dict(input_ids=torch.tensor([1, 2, 3])), r"input_ids must be \[batch, length\] integer token ids"),
+        (dict(input_ids=torch.ones(1, 3)), r"integer token ids; got \(1, 3\) torch.float32"),
+        (dict(input_ids=torch.tensor([[1, vocab]])), rf"input_ids must lie in \[0, {vocab}\)"),
+        (dict(input_ids=torch.tensor([[-1, 2]])), rf"input_ids must lie in \[0, {vocab}\)"),
+        (dict(inputs_embeds=torch.randn(1, 3, hidden + 1)), rf"inputs_embeds must be \[batch, length, {hidden}\]"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            model(**kwargs)
+
+
 @pytest.mark.parametrize("arch,variant", ARCH_CASES)
 def test_packed_sequences_equal_separate_rows(arch, variant):
     """A packed row with ``cu_seqlens`` (the training layout) gives each document's logits and gradients alone."""

@@ -112,6 +112,20 @@ class RecurrentBlock(GradientCheckpointingLayer):
         return (hidden_states + self.mlp(normed)).to(mixed.dtype)
 
 
+def _check_token_ids(input_ids: torch.Tensor, vocab_size: int, check_range: bool = True) -> None:
+    """[batch, length] integer ids within the vocabulary. The range is checked (one read back from the device) except
+    when not asked (the CUDA-graph decode step, fed by ``generate``'s own choices) and while a CUDA graph is being
+    captured; an id out of range on a GPU is otherwise a device-side assert that ends the process's CUDA context."""
+    if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"input_ids must be [batch, length] integer token ids; got {tuple(input_ids.shape)} "
+                         f"{input_ids.dtype}")
+    if check_range and input_ids.numel() and not (input_ids.is_cuda and torch.cuda.is_current_stream_capturing()):
+        low, high = torch.aminmax(input_ids)
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"input_ids must lie in [0, {vocab_size}) (the vocabulary); got ids from {int(low)} "
+                             f"to {int(high)}")
+
+
 def _check_packed(model: RecurrentModel, cu_seqlens: torch.Tensor, tokens: torch.Tensor, cache, use_cache) -> None:
     """Packed sequences are a training layout: batch 1, offsets covering the row, no cache, mixers that know it."""
     if tokens.shape[0] != 1 or cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != tokens.shape[1]:
@@ -200,7 +214,11 @@ class RecurrentModel(RecurrentPreTrainedModel):
         return_dict = self.config.return_dict if return_dict is None else return_dict
 
         if inputs_embeds is None:
+            _check_token_ids(input_ids, self.config.vocab_size)
             inputs_embeds = self.embed_tokens(input_ids)
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}]; "
+                             f"got {tuple(inputs_embeds.shape)}")
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[0] != inputs_embeds.shape[0]:
@@ -261,6 +279,10 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training and cu_seqlens is None
         plain = labels is None and not output_hidden_states and kwargs.get("position_ids") is None
+        if input_ids is not None:  # the range is checked by the base model, which the graph step bypasses
+            _check_token_ids(input_ids, self.config.vocab_size, check_range=False)
+        elif inputs_embeds is None or inputs_embeds.dim() != 3:
+            raise ValueError("pass input_ids [batch, length] or inputs_embeds [batch, length, hidden_size]")
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         chunk = self.config.prefill_chunk_length
         if plain and use_cache and input_ids is not None and length == 1 and self._graphable(input_ids):
