@@ -19,9 +19,9 @@ The backward needs ``h_{t-1}`` walking backwards: the forward saves the state at
 recomputes each tile's states from it (never dividing by ``a``, which may underflow to 0).
 
 Two designs, chosen by the module knob ``DESIGN`` (read at call time; the backward uses its forward's design). The
-default is ``"scan"``, the design whose GPU tests passed on an H200 (at 5% of the bandwidth forward, 1% forward and
-backward); ``"sequential"`` passes the same CPU (interpreter) tests and compiles for sm_90 but has not yet run on a
-GPU: ``benchmarks/bench_selective_scan.py --sweep`` times both there and keeps the faster.
+default is ``"scan"``, the first design to pass the GPU tests on an H200 (timed there at 5% of the bandwidth forward,
+1% forward and backward); ``"sequential"`` passes the same tests (CPU interpreter and, since session 3, the H200
+ones) but has not been timed yet: ``benchmarks/bench_selective_scan.py --sweep`` times both and keeps the faster.
 
 Files: each design, its kernels and launchers with its layout and costs, has a module of its own, ``"scan"``
 :mod:`.triton_scan` and ``"sequential"`` :mod:`.triton_sequential`; what both share (the jitted step size and
@@ -41,7 +41,7 @@ from .triton_scan import _scan_backward, _scan_forward
 from .triton_sequential import _sequential_backward, _sequential_forward
 
 # Tuning knobs, read at call time (benchmarks/bench_selective_scan.py --sweep times alternatives on the GPU).
-DESIGN = "scan"  # or "sequential" (not yet run on a GPU; see the module docstring)
+DESIGN = "scan"  # or "sequential" (correct on the GPU, not yet timed; see the module docstring)
 BLOCK_T = 16  # steps per tile = interval of the saved states (both designs); a power of two
 SEQ_FWD_BLOCK_D = 32  # sequential forward: channels per program, a power of two (32 * warps: one per thread)
 SEQ_FWD_WARPS = 1
