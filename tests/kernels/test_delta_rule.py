@@ -94,6 +94,37 @@ def test_triton_forward_and_gradients_equal_reference(T, V, with_state):
     _compare(_run(inputs, "triton", s0=s0), _run(inputs, "reference", "recurrent", s0=s0))
 
 
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("T,V,with_state", [(19, 12, True), (5, 80, False)])  # V = 80: three value blocks
+def test_triton_bf16_inputs(T, V, with_state):
+    """bfloat16 ``r, k, v, a, b`` as a bf16 RWKV-7 passes them (``log_w`` and the state float32), outputs and every
+    gradient against the float32 recurrence on the same rounded inputs. The kernels load bf16 and compute in
+    float32: the roundings are ``o`` stored in bf16, the incoming ``do`` in bf16 (autograd casts it to ``o``'s
+    dtype) and each gradient stored in bf16, each ~2^-9 relative (bf16 has 8 significant bits), a few in series:
+    2e-2, the bound of the GLA kernel's bf16 test, also for the decay's gradient ``dlog_w`` (float32, only ``do``'s
+    rounding enters it). The final state is float32 arithmetic on the same rounded inputs: 1e-5 as in float32."""
+    inputs = [t.detach() for t in _inputs(B=2, T=T, H=2, K=8, V=V, seed=8)]
+    low = [t if i == 1 else t.bfloat16() for i, t in enumerate(inputs)]  # log_w (index 1) stays float32
+    s0 = None
+    if with_state:
+        s0 = torch.randn(2, 2, 8, V, generator=torch.Generator().manual_seed(9))
+    got = _run([t.clone().requires_grad_() for t in low], "triton",
+               s0=None if s0 is None else s0.clone().requires_grad_())
+    want = _run([t.float().requires_grad_() for t in low], "reference", "recurrent",
+                s0=None if s0 is None else s0.clone().requires_grad_())
+    names = ["o", "final_state"] + [f"d{n}" for n in "r log_w k v a b".split()] + (["ds0"] if with_state else [])
+    got, want = [got[0], got[1], *got[2]], [want[0], want[1], *want[2]]
+    assert len(got) == len(want) == len(names)
+    for name, x, y in zip(names, got, want):
+        assert x.dtype == (torch.float32 if name in ("final_state", "dlog_w", "ds0") else torch.bfloat16), name
+        assert torch.isfinite(x).all(), name
+        bound = 1e-5 if name == "final_state" else 2e-2
+        assert _rel(x, y) < bound, f"{name}: relative error {_rel(x, y):.2e}"
+
+
 def test_triton_packed_sequences_equal_reference():
     inputs = _inputs(B=1, T=23, H=1, K=8, V=8, seed=5)
     cu = torch.tensor([0, 18, 23])

@@ -37,6 +37,33 @@ def test_triton_matches_reference_forward_and_gradients(B, T, H, D):
         assert _rel(tri, ref) < 1e-5
 
 
+def test_triton_bf16_inputs():
+    """bfloat16 ``log_a`` and ``b``, outputs and every gradient against the float32 reference on the same rounded
+    inputs. The kernels load bf16 and compute in float32; the roundings are ``h`` stored in bf16, the incoming ``dh``
+    in bf16 (autograd casts it to ``h``'s dtype), ``h_{t-1}`` read back from the bf16 output by the backward (for
+    ``dlog_a``) and each gradient stored in bf16, each ~2^-9 relative (bf16 has 8 significant bits), a few in series:
+    2e-2, the bound of the GLA kernel's bf16 test. The final state is float32 arithmetic on the same rounded inputs:
+    1e-5 as in float32 (a state rounded to bf16 would fail)."""
+    gen = torch.Generator().manual_seed(3)
+    B, T, H, D = 2, 7, 3, 5
+    log_a = (-torch.rand(B, T, H, D, generator=gen) * 2).bfloat16()
+    log_a[0, :3] = 0.0  # padding-like positions: decay 1
+    b = torch.randn(B, T, H, D, generator=gen).bfloat16()
+    h0 = torch.randn(B, H, D, generator=gen)
+    results = []
+    for backend, dtype in (("reference", torch.float32), ("triton", torch.bfloat16)):
+        args = [t.clone().requires_grad_() for t in (log_a.to(dtype), b.to(dtype), h0)]  # the state stays float32
+        h, final = linear_scan(args[0], args[1], initial_state=args[2], output_final_state=True, backend=backend)
+        loss = (h * torch.linspace(-1, 1, h.numel()).view_as(h)).sum() + 0.5 * final.sum()
+        results.append((h, final, *torch.autograd.grad(loss, args)))
+    ref, tri = results
+    for name, a, e in zip(["h", "final_state", "dlog_a", "db", "dinitial_state"], tri, ref):
+        assert a.dtype == (torch.float32 if name in ("final_state", "dinitial_state") else torch.bfloat16), name
+        assert torch.isfinite(a).all(), name
+        bound = 1e-5 if name == "final_state" else 2e-2
+        assert _rel(a, e) < bound, f"{name}: relative error {_rel(a, e):.2e}"
+
+
 def test_step_and_zero_decay_padding_keep_the_state():
     gen = torch.Generator().manual_seed(1)
     log_a, b = -torch.rand(2, 5, 1, 4, generator=gen), torch.randn(2, 5, 1, 4, generator=gen)

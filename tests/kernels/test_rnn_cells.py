@@ -68,6 +68,35 @@ def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
+def test_triton_bf16_inputs(cell):
+    """bfloat16 ``gx``, ``R`` and the recurrent bias (a bf16 model's; the state float32), outputs and every gradient
+    against the float32 reference on the same rounded inputs. Besides ``y`` stored in bf16, the incoming ``dy`` in bf16
+    (autograd casts it to ``y``'s dtype) and each gradient stored in bf16, the recurrent matmul runs in ``R``'s dtype:
+    ``y_{t-1}`` (forward) and ``dP`` (backward) are rounded to bf16 before each step's product, float32-accumulated.
+    Each rounding is ~2^-9 relative (bf16 has 8 significant bits), a few in series, which the gates do not amplify
+    over these 6 steps: 2e-2, the bound of the GLA kernel's bf16 test."""
+    gx, R, rb, s0 = _inputs(cell, 3, 6, 2, 20, seed=2)
+    gx, R, rb = gx.bfloat16(), R.bfloat16(), rb.bfloat16()
+    has_rb = cell == "gru"
+    results = []
+    for backend, dtype in (("reference", torch.float32), ("triton", torch.bfloat16)):
+        args = [t.to(t.dtype if t is s0 else dtype).detach().clone().requires_grad_() for t in (gx, R, rb, s0)]
+        y, final = rnn_cell_scan(cell, args[0], args[1], args[2] if has_rb else None, initial_state=args[3],
+                                 output_final_state=True, backend=backend)
+        weights = torch.linspace(-1, 1, y.numel()).view_as(y)
+        loss = (y * weights).sum() + (final[:, :3] * 0.7).sum()  # the stabiliser m carries no gradient
+        grads = torch.autograd.grad(loss, [a for i, a in enumerate(args) if i != 2 or has_rb])
+        results.append((y, final, *grads))
+    ref, tri = results
+    names = ["y", "final_state", "dgx", "dR"] + (["drbias"] if has_rb else []) + ["dinitial_state"]
+    assert len(tri) == len(names)
+    for name, a, b in zip(names, tri, ref):
+        assert a.dtype == (torch.float32 if name in ("final_state", "dinitial_state") else torch.bfloat16), name
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, b) < 2e-2, f"{name}: relative error {_rel(a, b):.2e}"
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
 def test_step_equals_scan_on_both_backends(cell):
     gx, R, rb, s0 = _inputs(cell, 2, 4, 2, 16, seed=1)
     rb = rb if cell == "gru" else None

@@ -143,6 +143,33 @@ def _compare(inputs, drop, softplus, cu_seqlens):
     return got
 
 
+FLOAT32_RESULTS = {"final_state", "dA", "dinitial_state"}  # A and the states are float32 in a bf16 Mamba
+
+
+@pytest.mark.parametrize("case", ["all-inputs", "no-z-no-D-no-bias-no-h0"])
+@pytest.mark.parametrize("design", DESIGNS)
+def test_triton_bf16_inputs(design, case, monkeypatch):
+    """bfloat16 ``x, dt, B, C, D, z, dt_bias`` as a bf16 Mamba passes them (``A`` and the states float32), outputs
+    and every gradient against the float32 reference on the same rounded inputs, both designs, with and without the
+    optional inputs. The kernels load bf16 and compute in float32: the roundings are ``y`` stored in bf16, the
+    incoming ``dy`` in bf16 (autograd casts it to ``y``'s dtype) and each gradient stored in bf16, each ~2^-9
+    relative (bf16 has 8 significant bits), a few in series: 2e-2, the bound of the GLA kernel's bf16 test, also for
+    the decay's gradients ``ddt``, ``dA`` (no bf16 intermediate enters them, only ``dy``'s rounding). The final state
+    is float32 arithmetic on the same rounded inputs: 1e-5 as in float32 (a state rounded to bf16 would fail)."""
+    _small_tiles(monkeypatch, design)
+    inputs, drop, softplus = _case_inputs(case)
+    low = {k: v if k in ("A", "initial_state") else v.bfloat16() for k, v in inputs.items()}
+    got = _run("triton", low, drop, softplus, None)
+    want = _run("reference", {k: v.float() for k, v in low.items()}, drop, softplus, None)
+    assert got.keys() == want.keys()
+    for name in want:
+        a = got[name]
+        assert a.dtype == (torch.float32 if name in FLOAT32_RESULTS else torch.bfloat16), (name, a.dtype)
+        assert torch.isfinite(a).all(), name
+        bound = 1e-5 if name == "final_state" else 2e-2
+        assert _rel(a, want[name]) < bound, f"{name}: relative error {_rel(a, want[name]):.2e}"
+
+
 def test_packed_sequences_match_the_reference_and_each_sequence_alone(small_tiles):
     cu = torch.tensor([0, 9, 11, 17])  # lengths 9, 2 (shorter than a tile), 6
     inputs = _inputs(1, 17, 6, 4, 3, seed=3)

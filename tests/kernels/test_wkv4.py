@@ -92,6 +92,44 @@ def test_triton_forward_and_gradients_equal_reference(masked, with_state):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=name)
 
 
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("masked,with_state", [(False, False), (True, True)])
+def test_triton_bf16_inputs(masked, with_state):
+    """bfloat16 ``k`` and ``v`` as a bf16 RWKV-4 passes them (``w``, ``u`` and the state float32), outputs and every
+    gradient against the float32 reference on the same rounded inputs. The kernels load bf16 and compute in
+    float32: the roundings are ``o`` stored in bf16, the incoming ``do`` in bf16 (autograd casts it to ``o``'s
+    dtype) and ``dk``, ``dv`` stored in bf16, each ~2^-9 relative (bf16 has 8 significant bits), a few in series:
+    2e-2, the bound of the GLA kernel's bf16 test, also for the decay's gradient ``dw`` (float32, only ``do``'s
+    rounding enters it). The final state is float32 arithmetic on the same rounded inputs: 1e-5 as in float32."""
+    w, u, k, v = _inputs(B=2, T=9, H=2, D=40, seed=7)
+    k, v = k.bfloat16(), v.bfloat16()
+    mask = None
+    if masked:
+        mask = torch.ones(2, 9, dtype=torch.long)
+        mask[1, :4] = 0
+    s0 = None
+    if with_state:  # a state carried from an earlier call
+        s0 = wkv4(*_inputs(B=2, T=4, H=2, D=40, seed=8), output_final_state=True, backend="reference")[1]
+    do = torch.randn(2, 9, 2, 40, generator=torch.Generator().manual_seed(9))
+    results = {}
+    for backend, dtype in (("reference", torch.float32), ("triton", torch.bfloat16)):
+        leaves = [t.clone().requires_grad_() for t in (w, u, k.to(dtype), v.to(dtype))]
+        leaves += [s0.clone().requires_grad_()] if with_state else []
+        o, final = wkv4(*leaves[:4], mask=mask, initial_state=leaves[4] if with_state else None,
+                        output_final_state=True, backend=backend)
+        results[backend] = (o, final, *torch.autograd.grad((o * do).sum(), leaves))
+    names = ["o", "final_state", "dw", "du", "dk", "dv", "dinitial_state"]
+    assert len(results["triton"]) == len(names) - (not with_state)
+    for name, a, e in zip(names, results["triton"], results["reference"]):
+        assert a.dtype == (torch.bfloat16 if name in ("o", "dk", "dv") else torch.float32), (name, a.dtype)
+        assert torch.isfinite(a).all(), name
+        bound = 1e-5 if name == "final_state" else 2e-2
+        assert _rel(a, e) < bound, f"{name}: relative error {_rel(a, e):.2e}"
+
+
 def test_triton_decode_step_updates_state_in_place():
     w, u, k, v = _inputs(B=3, T=3, H=1, D=20, seed=4)
     ref_state, tri_state = empty_state(3, 1, 20, "cpu"), empty_state(3, 1, 20, "cpu")
