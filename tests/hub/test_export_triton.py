@@ -25,16 +25,12 @@ DTYPES = ["float32", "bfloat16"]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, monkeypatch_module):
-    monkeypatch_module.setenv("HF_RECURRENT_BACKEND", "triton")
-    return export_and_run_gla(tmp_path_factory.mktemp("hub-triton"), CONFIG, 70, 4, DTYPES, "cpu",
-                              env={"TRITON_INTERPRET": "1", "HF_RECURRENT_BACKEND": "triton"})
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
+def runs(tmp_path_factory):
+    """The original on the Triton backend here (interpreted, as conftest sets it up), the export in the loader."""
     with pytest.MonkeyPatch.context() as patch:
-        yield patch
+        patch.setenv("HF_RECURRENT_BACKEND", "triton")
+        return export_and_run_gla(tmp_path_factory.mktemp("hub-triton"), CONFIG, 70, 4, DTYPES, "cpu",
+                                  env={"TRITON_INTERPRET": "1", "HF_RECURRENT_BACKEND": "triton"})
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
