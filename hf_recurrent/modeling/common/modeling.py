@@ -114,8 +114,9 @@ class RecurrentBlock(GradientCheckpointingLayer):
 
 def _check_token_ids(input_ids: torch.Tensor, vocab_size: int, check_range: bool = True) -> None:
     """[batch, length] integer ids within the vocabulary. The range is checked (one read back from the device) except
-    when not asked (the CUDA-graph decode step, fed by ``generate``'s own choices) and while a CUDA graph is being
-    captured; an id out of range on a GPU is otherwise a device-side assert that ends the process's CUDA context."""
+    when not asked (the CUDA-graph decode step, fed by ``generate``'s own choices; training steps on a GPU, where a
+    read back per step would stall the launch queue) and while a CUDA graph is being captured; an id out of range on
+    a GPU is otherwise a device-side assert that ends the process's CUDA context."""
     if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"input_ids must be [batch, length] integer token ids; got {tuple(input_ids.shape)} "
                          f"{input_ids.dtype}")
@@ -214,7 +215,7 @@ class RecurrentModel(RecurrentPreTrainedModel):
         return_dict = self.config.return_dict if return_dict is None else return_dict
 
         if inputs_embeds is None:
-            _check_token_ids(input_ids, self.config.vocab_size)
+            _check_token_ids(input_ids, self.config.vocab_size, check_range=not (self.training and input_ids.is_cuda))
             inputs_embeds = self.embed_tokens(input_ids)
         elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
             raise ValueError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}]; "
