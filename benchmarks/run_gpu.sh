@@ -6,7 +6,8 @@
 #
 # tests: the GPU test files (pytest -m gpu), in parallel, 10 minutes each: they mostly compile.
 # kernels: the kernel benchmarks, one after another (timings must not share the GPU), ours before peers.
-# decode: every architecture's decode speed at batch 1/16/64 against the bandwidth limit, and the GLA step profile.
+# decode (DECODE_ARGS: extra bench_decode.py options, e.g. --no-peers): every architecture's decode speed at batch 1/16/64 against the bandwidth limit (kernels compiled first, in
+#   parallel), the GLA step profile and the long-prompt memory.
 set -uo pipefail
 out=${1:?usage: benchmarks/run_gpu.sh OUT [tests|kernels|decode]...}; shift
 stages=${*:-tests kernels decode}
@@ -32,7 +33,15 @@ for stage in $stages; do
         run bench_rnn 600 python benchmarks/bench_rnn.py --out "$out/rnn.json"
         run bench_rwkv7 600 python benchmarks/bench_rwkv7.py --out "$out/rwkv7.json" ;;
     decode)
-        run bench_decode 1800 python benchmarks/bench_decode.py --out "$out/decode.json"
+        # Compile every architecture's kernels first, all at once (a few tokens each, thrown away): the timed run
+        # then finds them in Triton's cache and measures decoding, not compilation.
+        mkdir -p "$out/warm"
+        for arch in $(python -c "import hf_recurrent; print(*sorted(hf_recurrent.ARCHITECTURES))"); do
+            run "warm/decode_$arch" 600 python benchmarks/bench_decode.py --archs "$arch" --no-peers --new-tokens 8 \
+                --out "$out/warm/decode_$arch.json" &
+        done
+        wait
+        run bench_decode 1800 python benchmarks/bench_decode.py --out "$out/decode.json" ${DECODE_ARGS:-}
         run profile_decode 600 python benchmarks/profile_decode.py --arch gla --out "$out/profile_decode_gla.json"
         run bench_long_prefill 600 python benchmarks/bench_long_prefill.py --out "$out/long_prefill.json" ;;
     *) echo "unknown stage $stage (tests, kernels, decode)"; exit 2 ;;
