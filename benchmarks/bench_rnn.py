@@ -5,6 +5,10 @@
    ours (``gate_proj`` matmul + the fused Triton kernel), ``nn.LSTM(768, 768)`` on cuDNN (dense, which is our
    head size 768), and the PyTorch loop (our reference backend: one batched matmul and the point-wise cell per
    step, as FlashRNN's "vanilla" backend). Goal: faster than cuDNN at every head size and >= 50x the loop.
+   Ours is timed in every forward design that applies (:func:`_designs`: the tiled kernel, the register-resident
+   one, column tiles of 16/32/64 for split heads; knobs of ``hf_recurrent.kernels.rnn_cells.triton``), all
+   recorded under ``designs``; the row's ``ours_*`` are the best of them, named in ``ours_*_design``
+   (``default_design``: the one the default knobs pick).
 2. minGRU's scan ``h_t = a_t h_{t-1} + b_t`` (bf16, B = 16, 1536 channels) at T = 512 and 4096: our Triton scan
    against the sequential PyTorch loop and minGRU-pytorch's log-space Heinsen scan (``logcumsumexp``), forward and
    forward+backward.
@@ -17,8 +21,10 @@ Medians of ``triton.testing.do_bench`` (the loops: a few timed runs). JSON with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +33,7 @@ import triton.testing
 from benchmarks.common import environment, write_json
 from hf_recurrent.kernels.linear_scan import linear_scan
 from hf_recurrent.kernels.rnn_cells import rnn_cell_scan
+from hf_recurrent.kernels.rnn_cells import triton as rnn_triton
 
 B, T, HIDDEN = 16, 1024, 768
 HEADS = [64, 128, 256, 768]
@@ -85,6 +92,35 @@ def _cudnn():
     return fwd, fwd_bwd
 
 
+def _designs(head_dim: int) -> dict[str, dict]:
+    """The forward designs that apply at ``head_dim``, as the module knobs that select them."""
+    designs = {"tiled": {"RESIDENT": False, "SPLIT_BLOCK_D": 64}}
+    if head_dim <= 128:
+        designs["resident"] = {"RESIDENT": True, "RESIDENT_MAX_D": 128, "RESIDENT_NUM_WARPS": None}
+    if head_dim == 128:  # the register budget is tightest here: 8 warps (the default) or 16
+        designs["resident_16warps"] = {"RESIDENT": True, "RESIDENT_MAX_D": 128, "RESIDENT_NUM_WARPS": 16}
+    if head_dim > 64:  # column tiles of split heads
+        for columns in (32, 16):
+            designs[f"tiled_columns{columns}"] = {"RESIDENT": False, "SPLIT_BLOCK_D": columns}
+    return designs
+
+
+@contextlib.contextmanager
+def _knobs(values: dict) -> Iterator[None]:
+    saved = {name: getattr(rnn_triton, name) for name in values}
+    for name, value in values.items():
+        setattr(rnn_triton, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(rnn_triton, name, value)
+
+
+def _default_design(head_dim: int) -> str:
+    return "resident" if rnn_triton._resident_block(head_dim, torch.empty(0, dtype=torch.bfloat16)) else "tiled"
+
+
 def bench_lstm() -> dict:
     cudnn_fwd, cudnn_fwd_bwd = _cudnn()
     cudnn = {"fwd_ms": _bench(cudnn_fwd), "fwd_bwd_ms": _bench(cudnn_fwd_bwd)}
@@ -92,17 +128,20 @@ def bench_lstm() -> dict:
     for head_dim in HEADS:
         ours_fwd, ours_fwd_bwd = _lstm_layer(head_dim, "triton")
         loop_fwd, loop_fwd_bwd = _lstm_layer(head_dim, "reference")
-        row = {
-            "head_dim": head_dim,
-            "num_heads": HIDDEN // head_dim,
-            "ours_fwd_ms": _bench(ours_fwd),
-            "ours_fwd_bwd_ms": _bench(ours_fwd_bwd),
-            "loop_fwd_ms": _bench(loop_fwd, slow=True),
-            "loop_fwd_bwd_ms": _bench(loop_fwd_bwd, slow=True),
-        }
+        designs = {}
+        for name, knobs in _designs(head_dim).items():
+            with _knobs(knobs):
+                designs[name] = {"knobs": knobs, "fwd_ms": _bench(ours_fwd), "fwd_bwd_ms": _bench(ours_fwd_bwd)}
+        row = {"head_dim": head_dim, "num_heads": HIDDEN // head_dim, "default_design": _default_design(head_dim)}
+        for kind in ("fwd", "fwd_bwd"):
+            best = min(designs, key=lambda name: designs[name][f"{kind}_ms"])
+            row[f"ours_{kind}_ms"], row[f"ours_{kind}_design"] = designs[best][f"{kind}_ms"], best
+        row["loop_fwd_ms"] = _bench(loop_fwd, slow=True)
+        row["loop_fwd_bwd_ms"] = _bench(loop_fwd_bwd, slow=True)
         for kind in ("fwd", "fwd_bwd"):
             row[f"speedup_vs_cudnn_{kind}"] = cudnn[f"{kind}_ms"] / row[f"ours_{kind}_ms"]
             row[f"speedup_vs_loop_{kind}"] = row[f"loop_{kind}_ms"] / row[f"ours_{kind}_ms"]
+        row["designs"] = designs
         print(row, flush=True)
         rows.append(row)
     return {"setup": {"B": B, "T": T, "hidden": HIDDEN, "dtype": "bfloat16"}, "cudnn_lstm_768": cudnn, "heads": rows}

@@ -4,7 +4,9 @@ the PyTorch reference at real sizes, bf16 and float32; the LSTM model on Triton 
 Cells: hidden 768 in heads of 64, 128, 256 and 768 (FlashRNN's setup), B = 16, T = 256; the reference runs in
 float32 on the same (bf16-rounded) inputs. Tolerances on ``|a - b| / |b|``: float32 1e-4 (IEEE dots in the kernel,
 summation order differs), bf16 3e-2 (the kernel feeds y_{t-1} to the recurrent matmul in bf16 at every step, the
-reference keeps float32; the rounding compounds over T steps); gradients twice that (sums over B and T).
+reference keeps float32; the rounding compounds over T steps); gradients twice that (sums over B and T). The forward
+designs (module knobs of ``hf_recurrent.kernels.rnn_cells.triton``): the defaults at every head size, and bf16 on
+the alternatives ``benchmarks/bench_rnn.py`` times.
 """
 
 from __future__ import annotations
@@ -24,10 +26,7 @@ def _rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("head_dim", [64, 128, 256, 768])
-@pytest.mark.parametrize("cell", sorted(CELLS))
-def test_cell_kernel_matches_reference(cell, head_dim, dtype):
+def _check_cell(cell, head_dim, dtype):
     B, T, hidden = 16, 256, 768
     H, G = hidden // head_dim, CELLS[cell][0]
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -49,6 +48,38 @@ def test_cell_kernel_matches_reference(cell, head_dim, dtype):
     print(f"\n{cell} D={head_dim} {dtype}: " + " ".join(f"{n}={e:.1e}" for n, e in errs.items()))
     for name, err in errs.items():
         assert err < TOL[dtype] * (1 if name in ("y", "final") else 2), (name, err)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("head_dim", [64, 128, 256, 768])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_cell_kernel_matches_reference(cell, head_dim, dtype):
+    """Default designs: the register-resident forward for heads of 64 (and 128 in bf16), tiled and split above."""
+    _check_cell(cell, head_dim, dtype)
+
+
+OTHER_PATHS = {  # module knobs of hf_recurrent.kernels.rnn_cells.triton
+    "tiled": {"RESIDENT": False},
+    "resident-16warps": {"RESIDENT_NUM_WARPS": 16},
+    "columns16": {"RESIDENT": False, "SPLIT_BLOCK_D": 16},
+    "columns32": {"RESIDENT": False, "SPLIT_BLOCK_D": 32},
+}
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize(
+    "head_dim,path",
+    [(64, "tiled"), (128, "tiled"), (128, "resident-16warps"), (128, "columns16"), (256, "columns16"),
+     (768, "columns16"), (768, "columns32")],
+)
+def test_cell_kernel_other_designs(cell, head_dim, path, monkeypatch):
+    """bf16 on the designs the benchmark sweeps besides the defaults: the tiled forward for one-tile heads, the
+    resident one at 16 warps, and split heads in column tiles of 16 or 32 (forward and backward)."""
+    from hf_recurrent.kernels.rnn_cells import triton as triton_impl
+
+    for name, value in OTHER_PATHS[path].items():
+        monkeypatch.setattr(triton_impl, name, value)
+    _check_cell(cell, head_dim, torch.bfloat16)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
@@ -85,11 +116,15 @@ def test_lstm_layer_on_triton_matches_cudnn():
     assert _rel(final[:, 1, 0], c_n[0]) < 1e-4
 
 
-@pytest.mark.parametrize("head_dim", [64, 768])
+@pytest.mark.parametrize("head_dim,resident", [(64, True), (64, False), (768, True)], ids=["64", "64-tiled", "768"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_decode_step_matches_reference(cell, head_dim):
-    """The one-step path (the fused kernel at T = 1; split over programs for D = 768) from a mid-sequence state."""
+def test_decode_step_matches_reference(cell, head_dim, resident, monkeypatch):
+    """The one-step path (the fused kernel at T = 1: resident or tiled for D = 64, split over programs for D = 768)
+    from a mid-sequence state."""
     from hf_recurrent.kernels.rnn_cells import rnn_cell_step
+    from hf_recurrent.kernels.rnn_cells import triton as triton_impl
+
+    monkeypatch.setattr(triton_impl, "RESIDENT", resident)
 
     B, H, G = 16, 768 // head_dim, CELLS[cell][0]
     gen = torch.Generator(device="cuda").manual_seed(2)

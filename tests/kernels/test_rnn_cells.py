@@ -9,6 +9,7 @@ here at 1e-5 (outputs) and 1e-4 (gradients, which go through T steps of products
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -36,39 +37,97 @@ def _inputs(cell, B, T, H, D, seed=0):
     return gx, R, rb, s0
 
 
+PATHS = {  # forward designs of the Triton backend: module knobs of hf_recurrent.kernels.rnn_cells.triton
+    "resident": {"RESIDENT": True, "RESIDENT_MAX_D": 256},  # float32 R of heads up to 128 (bf16's default: 128)
+    "tiled": {"RESIDENT": False},
+    "tiled-columns16": {"RESIDENT": False, "SPLIT_BLOCK_D": 16},  # heads > 64: column tiles of 16, reduction of 64
+}
+
+
+@pytest.fixture
+def kernel_path(request, monkeypatch) -> SimpleNamespace:
+    """Sets the forward design ``request.param`` (a key of PATHS); ``.tiles`` records the tile ``BD`` of each call
+    that went to the resident forward."""
+    from hf_recurrent.kernels.rnn_cells import triton as triton_impl
+
+    for name, value in PATHS[request.param].items():
+        monkeypatch.setattr(triton_impl, name, value)
+    path = SimpleNamespace(name=request.param, tiles=[])
+    resident_forward = triton_impl.resident_forward
+
+    def spy(cell, gx, R, rbias, state0, keep, store_all, block_d, num_warps):
+        path.tiles.append(block_d)
+        return resident_forward(cell, gx, R, rbias, state0, keep, store_all, block_d, num_warps)
+
+    monkeypatch.setattr(triton_impl, "resident_forward", spy)
+    return path
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize(
-    "B,T,H,D,padded", [(3, 6, 2, 20, False), (3, 6, 2, 20, True), (2, 3, 1, 72, False)],
-    ids=["one-tile", "one-tile-padded", "tiled-D72"],  # D = 72 runs 2 x 2 tiles of 64 (masked)
+    "B,T,H,D,padded,kernel_path",
+    [(3, 6, 2, 20, False, "resident"), (3, 6, 2, 20, True, "resident"), (3, 6, 2, 20, True, "tiled"),
+     (2, 5, 1, 72, True, "resident"), (2, 5, 1, 72, True, "tiled"), (2, 5, 1, 72, True, "tiled-columns16")],
+    ids=["one-tile", "one-tile-padded", "one-tile-padded-tiled",  # D = 20 runs in a masked tile of 32
+         "D72-padded", "D72-padded-tiled", "D72-padded-columns16"],  # resident: a masked tile of 128;
+    indirect=["kernel_path"],  # tiled: 2 x 2 tiles of 64, or 5 column tiles of 16 by 2 reduction tiles of 64
 )
-def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded):
+def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded, kernel_path):
+    """Outputs, final state and every gradient (``gx``, ``R``, the recurrent bias, the initial state) against the
+    reference, with padding (left and a gap) and a recurrent bias on every cell; the inference forward (no states
+    kept for a backward) gives the same outputs and final state as the training one."""
     gx, R, rb, s0 = _inputs(cell, B, T, H, D)
     keep = None
     if padded:
         keep = torch.ones(B, T)
         keep[0, :2] = 0  # left padding
         keep[1, 3] = 0  # a gap
-    rb_arg = rb if cell == "gru" else None
-    leaves = [t.clone().requires_grad_() for t in (gx, R, rb, s0)]
     results = []
     for backend in ("reference", "triton"):
-        args = [t.detach().clone().requires_grad_() for t in leaves]
-        y, final = rnn_cell_scan(cell, args[0], args[1], args[2] if rb_arg is not None else None,
-                                 initial_state=args[3], keep=keep, output_final_state=True, backend=backend)
+        args = [t.detach().clone().requires_grad_() for t in (gx, R, rb, s0)]
+        y, final = rnn_cell_scan(cell, *args[:3], initial_state=args[3], keep=keep, output_final_state=True,
+                                 backend=backend)
         weights = torch.linspace(-1, 1, y.numel()).view_as(y)
         loss = (y * weights).sum() + (final[:, :3] * 0.7).sum()  # the stabiliser m carries no gradient
-        grads = torch.autograd.grad(loss, [a for i, a in enumerate(args) if i != 2 or rb_arg is not None])
-        results.append((y, final, *grads))
+        results.append((y, final, *torch.autograd.grad(loss, args)))
     ref, tri = results
     assert _rel(tri[0], ref[0]) < 1e-5 and _rel(tri[1], ref[1]) < 1e-5
     for a, b in zip(tri[2:], ref[2:]):
         assert _rel(a, b) < 1e-4
     if padded:  # fully padded prefix: the state is exactly the initial one, the outputs repeat its y
         assert torch.equal(tri[0][0, :2].float(), s0[0, 0].expand(2, H, D))
+    with torch.no_grad():
+        y, final = rnn_cell_scan(cell, gx, R, rb, initial_state=s0, keep=keep, output_final_state=True,
+                                 backend="triton")
+    assert torch.equal(y, tri[0]) and torch.equal(final, tri[1])
+    block = max(16, 1 << (D - 1).bit_length())
+    assert kernel_path.tiles == ([block] * 2 if kernel_path.name == "resident" else [])  # training, inference
 
 
+def test_forward_design_by_head_size_and_dtype(monkeypatch):
+    """Default knobs: the resident forward up to heads of 128 for 16-bit R (64 for float32), its warps, and the
+    column tile of wider heads (split over programs only on a GPU)."""
+    from hf_recurrent.kernels.rnn_cells import triton as triton_impl
+
+    bf16, fp32 = torch.empty(0, dtype=torch.bfloat16), torch.empty(0)
+    assert [triton_impl._resident_block(D, bf16) for D in (8, 64, 100, 128, 129)] == [16, 64, 128, 128, None]
+    assert [triton_impl._resident_block(D, fp32) for D in (64, 65)] == [64, None]
+    assert [triton_impl.resident_warps(block, 2) for block in (16, 64, 128)] == [4, 4, 8]
+    assert triton_impl.resident_warps(64, 4) == 4
+    monkeypatch.setattr(triton_impl, "RESIDENT", False)
+    assert triton_impl._resident_block(64, bf16) is None
+    assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 64, 64)
+    monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 32)
+    assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 32, 64)
+    assert triton_impl._launch_shape(16, 1, 40, torch.device("cpu"))[1:] == (64, 1, 16, 64, 64)  # one tile
+    monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 48)
+    with pytest.raises(ValueError, match="SPLIT_BLOCK_D"):
+        triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("kernel_path", ["resident", "tiled"], indirect=True)
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_triton_bf16_inputs(cell):
+def test_triton_bf16_inputs(cell, kernel_path):
     """bfloat16 ``gx``, ``R`` and the recurrent bias (a bf16 model's; the state float32), outputs and every gradient
     against the float32 reference on the same rounded inputs. Besides ``y`` stored in bf16, the incoming ``dy`` in bf16
     (autograd casts it to ``y``'s dtype) and each gradient stored in bf16, the recurrent matmul runs in ``R``'s dtype:
@@ -94,10 +153,12 @@ def test_triton_bf16_inputs(cell):
         assert a.dtype == (torch.float32 if name in ("final_state", "dinitial_state") else torch.bfloat16), name
         assert torch.isfinite(a).all(), name
         assert _rel(a, b) < 2e-2, f"{name}: relative error {_rel(a, b):.2e}"
+    assert bool(kernel_path.tiles) == (kernel_path.name == "resident")
 
 
+@pytest.mark.parametrize("kernel_path", ["resident", "tiled"], indirect=True)
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_step_equals_scan_on_both_backends(cell):
+def test_step_equals_scan_on_both_backends(cell, kernel_path):
     gx, R, rb, s0 = _inputs(cell, 2, 4, 2, 16, seed=1)
     rb = rb if cell == "gru" else None
     full, final = rnn_cell_scan(cell, gx, R, rb, initial_state=s0, output_final_state=True, backend="reference")
@@ -108,6 +169,7 @@ def test_step_equals_scan_on_both_backends(cell):
             ys.append(y)
         torch.testing.assert_close(torch.stack(ys, 1), full, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(state, final, atol=1e-6, rtol=1e-5)
+    assert kernel_path.tiles == ([16] * 4 if kernel_path.name == "resident" else [])
 
 
 @pytest.mark.parametrize("cell,module", [("lstm", torch.nn.LSTM), ("gru", torch.nn.GRU)])

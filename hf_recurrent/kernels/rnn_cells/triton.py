@@ -1,21 +1,32 @@
 """Triton kernels for the non-linear cells: the whole sequence in one launch, forward and backward.
 
-Grid: one program per (block of ``BB`` batch rows, head, share of the head's output columns). A program walks over
-time; at each step it forms the recurrent pre-activations ``y_{t-1} R_g`` with ``tl.dot`` over tiles of
-``BD x BD`` of the head's recurrent matrices (a head of ``D <= BD`` is one tile, re-read from L1/L2 every step;
-larger heads are tiled), applies the cell's point-wise update in float32 and writes the new state. The previous
-output ``y_{t-1}`` is read back from the state buffer written one step earlier (a ``debug_barrier`` separates
-the steps), so any head size works without holding the whole state in registers. On a GPU, a head wider than one
-tile is split over one program per tile of output columns when the whole grid fits on the multiprocessors at once
-(FlashRNN's multi-block heads): those programs meet at a grid barrier (an atomic counter) after every step and
-exchange ``y`` through L2. Under the interpreter (programs run one after another) heads are never split.
+Forward, two designs (:func:`_forward` picks):
+
+* heads up to :data:`RESIDENT_MAX_D` (128 for 16-bit weights, 64 for float32), each one tile: the register-resident
+  kernel of :mod:`.triton_resident` (recurrent weights loaded once, state carried in registers, gate inputs
+  prefetched one step ahead);
+* otherwise (or with :data:`RESIDENT` off) the tiled kernel here. Grid: one program per (block of ``BB`` batch
+  rows, head, share of the head's output columns). A program walks over time; at each step it forms the recurrent
+  pre-activations ``y_{t-1} R_g`` with ``tl.dot`` over tiles of ``BK`` reduction rows by ``BN`` output columns of
+  the head's recurrent matrices (re-read from L1/L2 every step), applies the cell's point-wise update in float32
+  and writes the new state. The previous output ``y_{t-1}`` is read back from the state buffer written one step
+  earlier (a ``debug_barrier`` separates the steps), so any head size works. On a GPU, a head wider than one tile
+  is split over one program per ``BN`` (:data:`SPLIT_BLOCK_D`) output columns when the whole grid fits on the
+  multiprocessors at once (FlashRNN's multi-block heads): those programs meet at a grid barrier (an atomic counter)
+  after every step and exchange ``y`` through L2. Under the interpreter (programs run one after another) heads are
+  never split.
 
 Backward walks the sequence in reverse: phase 1 recomputes each step's gates from the stored state and
 pre-activations and writes the gate gradients; phase 2 forms ``dy_{t-1} += sum_g dP_g R_g^T``. The weight
 gradients ``dR = sum_{b,t} y_{t-1}^T dP_t`` are one batched matmul in PyTorch afterwards.
+
+Knobs, module attributes read at every call (the benchmark times the alternatives): :data:`RESIDENT`,
+:data:`RESIDENT_MAX_D`, :data:`RESIDENT_NUM_WARPS`, :data:`SPLIT_BLOCK_D`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
@@ -23,23 +34,23 @@ import triton.language as tl
 
 from ..backend import triton_interpreting
 from .reference import CELLS
+from .triton_common import (_CELL_IDS, _cell_update, _gate_ptrs, _keep_state, _load_gates, _load_state, _logsigmoid,
+                            _precision, _sigmoid, _state_ptrs, _store_gates, _store_state, _tanh)
+from .triton_resident import resident_forward, resident_warps
 
-_CELL_IDS = {"lstm": 0, "gru": 1, "slstm": 2}
+RESIDENT = True
+"""Whether heads of one tile use the register-resident forward (False: the tiled forward for every head size)."""
 
+RESIDENT_MAX_D = 128
+"""Largest head (``D`` rounded up to a power of two) of 16-bit weights on the resident forward; for float32 weights
+the largest whose ``R_g`` tile has as many bytes (64)."""
 
-@triton.jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+RESIDENT_NUM_WARPS: int | None = None
+"""Warps per program of the resident forward; None: :func:`.triton_resident.resident_warps`."""
 
-
-@triton.jit
-def _tanh(x):
-    return 2.0 * _sigmoid(2.0 * x) - 1.0
-
-
-@triton.jit
-def _logsigmoid(x):
-    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+SPLIT_BLOCK_D = 64
+"""Output columns per tile (16, 32 or 64) of heads wider than one tile of 64: the share of one program when such a
+head is split (fewer columns: more programs, each reading less of ``R`` per step, which can then stay in L1)."""
 
 
 @triton.jit
@@ -60,19 +71,9 @@ def _grid_barrier(counter, target):
 
 
 @triton.jit
-def _state_ptrs(S, slot, rows, s: tl.constexpr, head, cols, B, H, D, NS: tl.constexpr):
-    return S + (((slot * B + rows[:, None]) * NS + s) * H + head) * D + cols[None, :]
-
-
-@triton.jit
-def _gate_ptrs(X, rows, t, head, g: tl.constexpr, cols, T, H, D, G: tl.constexpr):
-    return X + (((rows[:, None] * T + t) * H + head) * G + g) * D + cols[None, :]
-
-
-@triton.jit
 def _rnn_fwd_kernel(
     GX, R, RB, KEEP, S, Y, P, SYNC, B, T, H, D, SPAN,
-    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, BB: tl.constexpr, BD: tl.constexpr,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
     HAS_RB: tl.constexpr, HAS_KEEP: tl.constexpr, STORE_ALL: tl.constexpr, PREC: tl.constexpr,
     NSPLIT: tl.constexpr, CACHE: tl.constexpr,
 ):
@@ -88,15 +89,16 @@ def _rnn_fwd_kernel(
             src, dst = t % 2, (t + 1) % 2
         if HAS_KEEP:
             keep = tl.load(KEEP + rows * T + t, mask=rmask, other=1.0)[:, None] > 0.5
-        for j0 in range(j_start, j_end, BD):
-            cols = j0 + tl.arange(0, BD)
+        for j0 in range(j_start, j_end, BN):
+            cols = j0 + tl.arange(0, BN)
             m2 = rmask[:, None] & (cols < D)[None, :]
-            a0 = tl.zeros([BB, BD], tl.float32)
-            a1 = tl.zeros([BB, BD], tl.float32)
-            a2 = tl.zeros([BB, BD], tl.float32)
-            a3 = tl.zeros([BB, BD], tl.float32)
-            for k0 in range(0, D, BD):
-                ks = k0 + tl.arange(0, BD)
+            x0, x1, x2, x3 = _load_gates(GX, rows, t, head, cols, m2, T, H, D, G)  # in flight during the dots
+            a0 = tl.zeros([BB, BN], tl.float32)
+            a1 = tl.zeros([BB, BN], tl.float32)
+            a2 = tl.zeros([BB, BN], tl.float32)
+            a3 = tl.zeros([BB, BN], tl.float32)
+            for k0 in range(0, D, BK):
+                ks = k0 + tl.arange(0, BK)
                 y = tl.load(_state_ptrs(S, src, rows, 0, head, ks, B, H, D, NS),
                             mask=rmask[:, None] & (ks < D)[None, :], other=0.0,
                             cache_modifier=CACHE).to(R.dtype.element_ty)
@@ -115,48 +117,13 @@ def _rnn_fwd_kernel(
                 if G == 4:
                     a3 += tl.load(bp + 3 * D, mask=cols < D, other=0.0)[None, :]
             if STORE_ALL:
-                tl.store(_gate_ptrs(P, rows, t, head, 0, cols, T, H, D, G), a0, mask=m2)
-                tl.store(_gate_ptrs(P, rows, t, head, 1, cols, T, H, D, G), a1, mask=m2)
-                tl.store(_gate_ptrs(P, rows, t, head, 2, cols, T, H, D, G), a2, mask=m2)
-                if G == 4:
-                    tl.store(_gate_ptrs(P, rows, t, head, 3, cols, T, H, D, G), a3, mask=m2)
-            x0 = tl.load(_gate_ptrs(GX, rows, t, head, 0, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-            x1 = tl.load(_gate_ptrs(GX, rows, t, head, 1, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-            x2 = tl.load(_gate_ptrs(GX, rows, t, head, 2, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-            h_old = tl.load(_state_ptrs(S, src, rows, 0, head, cols, B, H, D, NS), mask=m2, other=0.0)
-            if CELL == 0:  # LSTM
-                x3 = tl.load(_gate_ptrs(GX, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-                c_old = tl.load(_state_ptrs(S, src, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                c = _sigmoid(x1 + a1) * c_old + _sigmoid(x0 + a0) * _tanh(x2 + a2)
-                h = _sigmoid(x3 + a3) * _tanh(c)
-                if HAS_KEEP:
-                    h, c = tl.where(keep, h, h_old), tl.where(keep, c, c_old)
-                tl.store(_state_ptrs(S, dst, rows, 1, head, cols, B, H, D, NS), c, mask=m2)
-            elif CELL == 1:  # GRU
-                z = _sigmoid(x1 + a1)
-                h = (1.0 - z) * _tanh(x2 + _sigmoid(x0 + a0) * a2) + z * h_old
-                if HAS_KEEP:
-                    h = tl.where(keep, h, h_old)
-            else:  # sLSTM
-                x3 = tl.load(_gate_ptrs(GX, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-                c_old = tl.load(_state_ptrs(S, src, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                n_old = tl.load(_state_ptrs(S, src, rows, 2, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                m_old = tl.load(_state_ptrs(S, src, rows, 3, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                ri = x0 + a0
-                log_f = _logsigmoid(x1 + a1) + m_old
-                m = tl.where(n_old == 0.0, ri, tl.maximum(ri, log_f))
-                i = tl.exp(ri - m)
-                f = tl.exp(log_f - m)
-                c = f * c_old + i * _tanh(x2 + a2)
-                n = tl.maximum(f * n_old + i, 1.0)
-                h = _sigmoid(x3 + a3) * c / n
-                if HAS_KEEP:
-                    h, c = tl.where(keep, h, h_old), tl.where(keep, c, c_old)
-                    n, m = tl.where(keep, n, n_old), tl.where(keep, m, m_old)
-                tl.store(_state_ptrs(S, dst, rows, 1, head, cols, B, H, D, NS), c, mask=m2)
-                tl.store(_state_ptrs(S, dst, rows, 2, head, cols, B, H, D, NS), n, mask=m2)
-                tl.store(_state_ptrs(S, dst, rows, 3, head, cols, B, H, D, NS), m, mask=m2)
-            tl.store(_state_ptrs(S, dst, rows, 0, head, cols, B, H, D, NS), h, mask=m2)
+                _store_gates(P, rows, t, head, cols, m2, T, H, D, G, a0, a1, a2, a3)
+            h_old, c_old, n_old, m_old = _load_state(S, src, rows, head, cols, m2, B, H, D, NS, "")
+            h, c, n, m = _cell_update(CELL, x0.to(tl.float32), x1.to(tl.float32), x2.to(tl.float32),
+                                      x3.to(tl.float32), a0, a1, a2, a3, h_old, c_old, n_old, m_old)
+            if HAS_KEEP:
+                h, c, n, m = _keep_state(keep, h, c, n, m, h_old, c_old, n_old, m_old)
+            _store_state(S, dst, rows, head, cols, m2, B, H, D, NS, h, c, n, m)
             tl.store(Y + ((rows[:, None] * T + t) * H + head) * D + cols[None, :], h.to(Y.dtype.element_ty), mask=m2)
         tl.debug_barrier()  # the next step reads what every thread of this program wrote
         if NSPLIT > 1:  # ... and of the other programs sharing this head
@@ -166,7 +133,7 @@ def _rnn_fwd_kernel(
 @triton.jit
 def _rnn_bwd_kernel(
     GX, R, KEEP, S, P, DY, DS, DGX, DP, SYNC, B, T, H, D, SPAN,
-    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, BB: tl.constexpr, BD: tl.constexpr,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
     HAS_KEEP: tl.constexpr, PREC: tl.constexpr, NSPLIT: tl.constexpr, CACHE: tl.constexpr,
 ):
     head = tl.program_id(1)
@@ -180,22 +147,16 @@ def _rnn_bwd_kernel(
         if HAS_KEEP:
             keep = tl.load(KEEP + rows * T + t, mask=rmask, other=1.0)[:, None] > 0.5
         # Phase 1: point-wise gradients of step t, tile by tile.
-        for j0 in range(j_start, j_end, BD):
-            cols = j0 + tl.arange(0, BD)
+        for j0 in range(j_start, j_end, BN):
+            cols = j0 + tl.arange(0, BN)
             m2 = rmask[:, None] & (cols < D)[None, :]
             dh = tl.load(_state_ptrs(DS, rd, rows, 0, head, cols, B, H, D, NS), mask=m2, other=0.0)
             dy_ptrs = DY + ((rows[:, None] * T + t) * H + head) * D + cols[None, :]
             dh += tl.load(dy_ptrs, mask=m2, other=0.0).to(tl.float32)
-            x0 = tl.load(_gate_ptrs(GX, rows, t, head, 0, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-            x1 = tl.load(_gate_ptrs(GX, rows, t, head, 1, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-            x2 = tl.load(_gate_ptrs(GX, rows, t, head, 2, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-            a0 = tl.load(_gate_ptrs(P, rows, t, head, 0, cols, T, H, D, G), mask=m2, other=0.0)
-            a1 = tl.load(_gate_ptrs(P, rows, t, head, 1, cols, T, H, D, G), mask=m2, other=0.0)
-            a2 = tl.load(_gate_ptrs(P, rows, t, head, 2, cols, T, H, D, G), mask=m2, other=0.0)
-            d3 = tl.zeros([BB, BD], tl.float32)
+            x0, x1, x2, x3 = _load_gates(GX, rows, t, head, cols, m2, T, H, D, G)
+            x0, x1, x2, x3 = x0.to(tl.float32), x1.to(tl.float32), x2.to(tl.float32), x3.to(tl.float32)
+            a0, a1, a2, a3 = _load_gates(P, rows, t, head, cols, m2, T, H, D, G)
             if CELL == 0:  # LSTM
-                x3 = tl.load(_gate_ptrs(GX, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-                a3 = tl.load(_gate_ptrs(P, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0)
                 dc = tl.load(_state_ptrs(DS, rd, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
                 c_old = tl.load(_state_ptrs(S, t, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
                 i, f = _sigmoid(x0 + a0), _sigmoid(x1 + a1)
@@ -207,7 +168,7 @@ def _rnn_bwd_kernel(
                 d2 = dct * i * (1.0 - z * z)
                 d3 = dh * tc * o * (1.0 - o)
                 dc_old = dct * f
-                dh_old = tl.zeros([BB, BD], tl.float32)
+                dh_old = tl.zeros([BB, BN], tl.float32)
                 if HAS_KEEP:
                     dc_old = tl.where(keep, dc_old, dc)
                     dh_old = tl.where(keep, dh_old, dh)
@@ -220,18 +181,15 @@ def _rnn_bwd_kernel(
                 d2 = dh * (1.0 - z) * (1.0 - n * n)
                 d0 = d2 * a2 * r * (1.0 - r)
                 d1 = dh * (h_old - n) * z * (1.0 - z)
+                d3 = d2  # no fourth gate
                 p2 = d2 * r
                 dh_old = dh * z
                 if HAS_KEEP:
                     dh_old = tl.where(keep, dh_old, dh)
             else:  # sLSTM, stabiliser m treated as a constant
-                x3 = tl.load(_gate_ptrs(GX, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0).to(tl.float32)
-                a3 = tl.load(_gate_ptrs(P, rows, t, head, 3, cols, T, H, D, G), mask=m2, other=0.0)
                 dc = tl.load(_state_ptrs(DS, rd, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
                 dn = tl.load(_state_ptrs(DS, rd, rows, 2, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                c_old = tl.load(_state_ptrs(S, t, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                n_old = tl.load(_state_ptrs(S, t, rows, 2, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                m_old = tl.load(_state_ptrs(S, t, rows, 3, head, cols, B, H, D, NS), mask=m2, other=0.0)
+                _, c_old, n_old, m_old = _load_state(S, t, rows, head, cols, m2, B, H, D, NS, "")
                 ri = x0 + a0
                 sf = _sigmoid(x1 + a1)
                 log_f = _logsigmoid(x1 + a1) + m_old
@@ -251,40 +209,33 @@ def _rnn_bwd_kernel(
                 d3 = dh * c / n * o * (1.0 - o)
                 dc_old = dct * f
                 dn_old = dnt * f
-                dh_old = tl.zeros([BB, BD], tl.float32)
+                dh_old = tl.zeros([BB, BN], tl.float32)
                 if HAS_KEEP:
                     dc_old, dn_old = tl.where(keep, dc_old, dc), tl.where(keep, dn_old, dn)
                     dh_old = tl.where(keep, dh_old, dh)
                 tl.store(_state_ptrs(DS, wr, rows, 1, head, cols, B, H, D, NS), dc_old, mask=m2)
                 tl.store(_state_ptrs(DS, wr, rows, 2, head, cols, B, H, D, NS), dn_old, mask=m2)
-                tl.store(_state_ptrs(DS, wr, rows, 3, head, cols, B, H, D, NS), tl.zeros([BB, BD], tl.float32),
+                tl.store(_state_ptrs(DS, wr, rows, 3, head, cols, B, H, D, NS), tl.zeros([BB, BN], tl.float32),
                          mask=m2)
                 p2 = d2
             if HAS_KEEP:
                 d0, d1, d2 = tl.where(keep, d0, 0.0), tl.where(keep, d1, 0.0), tl.where(keep, d2, 0.0)
                 d3, p2 = tl.where(keep, d3, 0.0), tl.where(keep, p2, 0.0)
-            tl.store(_gate_ptrs(DGX, rows, t, head, 0, cols, T, H, D, G), d0, mask=m2)
-            tl.store(_gate_ptrs(DGX, rows, t, head, 1, cols, T, H, D, G), d1, mask=m2)
-            tl.store(_gate_ptrs(DGX, rows, t, head, 2, cols, T, H, D, G), d2, mask=m2)
-            tl.store(_gate_ptrs(DP, rows, t, head, 0, cols, T, H, D, G), d0, mask=m2)
-            tl.store(_gate_ptrs(DP, rows, t, head, 1, cols, T, H, D, G), d1, mask=m2)
-            tl.store(_gate_ptrs(DP, rows, t, head, 2, cols, T, H, D, G), p2, mask=m2)
-            if G == 4:
-                tl.store(_gate_ptrs(DGX, rows, t, head, 3, cols, T, H, D, G), d3, mask=m2)
-                tl.store(_gate_ptrs(DP, rows, t, head, 3, cols, T, H, D, G), d3, mask=m2)
+            _store_gates(DGX, rows, t, head, cols, m2, T, H, D, G, d0, d1, d2, d3)
+            _store_gates(DP, rows, t, head, cols, m2, T, H, D, G, d0, d1, p2, d3)
             tl.store(_state_ptrs(DS, wr, rows, 0, head, cols, B, H, D, NS), dh_old, mask=m2)
         tl.debug_barrier()
         if NSPLIT > 1:
             _grid_barrier(SYNC + tl.program_id(0) * H + head, (tt + 1) * NSPLIT)
-        # Phase 2: dy_{t-1} += sum_g dP_g R_g^T, tile by tile of y's dimension.
-        for k0 in range(j_start, j_end, BD):
-            ks = k0 + tl.arange(0, BD)
+        # Phase 2: dy_{t-1} += sum_g dP_g R_g^T, tile by tile (BN) of y's dimension, summed over tiles (BK) of P's.
+        for k0 in range(j_start, j_end, BN):
+            ks = k0 + tl.arange(0, BN)
             mk = rmask[:, None] & (ks < D)[None, :]
             acc = tl.load(_state_ptrs(DS, wr, rows, 0, head, ks, B, H, D, NS), mask=mk, other=0.0)
-            for j0 in range(0, D, BD):
-                cols = j0 + tl.arange(0, BD)
+            for j0 in range(0, D, BK):
+                cols = j0 + tl.arange(0, BK)
                 m2 = rmask[:, None] & (cols < D)[None, :]
-                rtp = R + ((head * G) * D + ks[None, :]) * D + cols[:, None]  # [BD(j), BD(k)] = R[g, k, j]
+                rtp = R + ((head * G) * D + ks[None, :]) * D + cols[:, None]  # [BK(j), BN(k)] = R[g, k, j]
                 rm = (cols < D)[:, None] & (ks < D)[None, :]
                 for g in tl.static_range(G):
                     dp = tl.load(_gate_ptrs(DP, rows, t, head, g, cols, T, H, D, G), mask=m2, other=0.0,
@@ -295,22 +246,32 @@ def _rnn_bwd_kernel(
         tl.debug_barrier()
 
 
-def _block_sizes(D: int) -> tuple[int, int]:
-    return 16, max(16, min(64, triton.next_power_of_2(D)))
+class _Launch(NamedTuple):
+    """How the tiled kernels run a problem: grid ``(batch blocks, H, programs per head)``, output columns per
+    program, programs per head, and the tiles ``[BB, BN]`` of the state and ``BK`` of the matmuls' reduction."""
+
+    grid: tuple[int, int, int]
+    span: int
+    split: int
+    BB: int
+    BN: int
+    BK: int
 
 
-def _launch_shape(B: int, H: int, D: int, device: torch.device) -> tuple[tuple[int, int, int], int, int]:
-    """Grid, columns per program and the split count: heads wider than one tile are split over several programs
-    (one per tile of output columns, synchronised at every step) when all of them fit on the GPU at once."""
-    BB, BD = _block_sizes(D)
-    nb, tiles = triton.cdiv(B, BB), triton.cdiv(D, BD)
+def _launch_shape(B: int, H: int, D: int, device: torch.device) -> _Launch:
+    """Heads wider than one tile (``D > 64``) run in column tiles of :data:`SPLIT_BLOCK_D`, split over one program
+    per tile (synchronised at every step) when all of them fit on the GPU at once."""
+    if SPLIT_BLOCK_D not in (16, 32, 64):
+        raise ValueError(f"SPLIT_BLOCK_D must be 16, 32 or 64; got {SPLIT_BLOCK_D}")
+    BB, BK = 16, max(16, min(64, triton.next_power_of_2(D)))
+    BN = BK if D <= BK else SPLIT_BLOCK_D
+    nb, tiles = triton.cdiv(B, BB), triton.cdiv(D, BN)
     split = 1
-    # D % BD == 0 keeps every program's columns on cache lines of their own.
-    if device.type == "cuda" and not triton_interpreting() and tiles > 1 and D % BD == 0:
+    # D % BN == 0 keeps every program's columns on cache lines of their own.
+    if device.type == "cuda" and not triton_interpreting() and tiles > 1 and D % BN == 0:
         if nb * H * tiles <= torch.cuda.get_device_properties(device).multi_processor_count:
             split = tiles
-    span = triton.cdiv(tiles, split) * BD
-    return (nb, H, split), span, split
+    return _Launch((nb, H, split), triton.cdiv(tiles, split) * BN, split, BB, BN, BK)
 
 
 def _cache(split: int) -> str:
@@ -318,27 +279,38 @@ def _cache(split: int) -> str:
     return ".cg" if split > 1 else ""
 
 
-def _precision(R: torch.Tensor) -> str:
-    return "ieee" if R.dtype == torch.float32 else "tf32"
+def _resident_block(D: int, R: torch.Tensor) -> int | None:
+    """The tile ``BD >= D`` of the register-resident forward, or None where the head is not run on it: with
+    :data:`RESIDENT` off, or where one ``R_g`` tile has more bytes than a 16-bit one of :data:`RESIDENT_MAX_D`."""
+    block = max(16, triton.next_power_of_2(D))
+    if not RESIDENT or block * block * R.element_size() > 2 * RESIDENT_MAX_D**2:
+        return None
+    return block
 
 
-def _forward(cell, gx, R, rbias, state0, keep, store_all):
+def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor | None, state0: torch.Tensor,
+             keep: torch.Tensor | None, store_all: bool) -> tuple[torch.Tensor, ...]:
+    """``(y, final state, S, P)``: the states ``S`` and pre-activations ``P`` are those the backward reads when
+    ``store_all``."""
+    block = _resident_block(gx.shape[-1], R)
+    if block is not None:
+        warps = RESIDENT_NUM_WARPS or resident_warps(block, R.element_size())
+        return resident_forward(cell, gx, R, rbias, state0, keep, store_all, block, warps)
     B, T, H, G, D = gx.shape
     NS = CELLS[cell][1]
-    BB, BD = _block_sizes(D)
-    grid, span, split = _launch_shape(B, H, D, gx.device)
+    ls = _launch_shape(B, H, D, gx.device)
     # Split heads exchange y through memory: every step then writes fresh addresses (all T + 1 state slots), so no
     # multiprocessor can hold a stale L1 copy of a state another one writes later.
-    store_all = store_all or split > 1
+    store_all = store_all or ls.split > 1
     S = gx.new_empty((T + 1 if store_all else 2, B, NS, H, D), dtype=torch.float32)
     S[0] = state0
     y = gx.new_empty(B, T, H, D)
     P = gx.new_empty(B, T, H, G, D, dtype=torch.float32) if store_all else S
-    sync = torch.zeros(grid[0] * H if split > 1 else 1, device=gx.device, dtype=torch.int32)
-    _rnn_fwd_kernel[grid](
-        gx, R, rbias if rbias is not None else R, keep if keep is not None else gx, S, y, P, sync, B, T, H, D, span,
-        CELL=_CELL_IDS[cell], G=G, NS=NS, BB=BB, BD=BD, HAS_RB=rbias is not None, HAS_KEEP=keep is not None,
-        STORE_ALL=store_all, PREC=_precision(R), NSPLIT=split, CACHE=_cache(split),
+    sync = torch.zeros(ls.grid[0] * H if ls.split > 1 else 1, device=gx.device, dtype=torch.int32)
+    _rnn_fwd_kernel[ls.grid](
+        gx, R, rbias if rbias is not None else R, keep if keep is not None else gx, S, y, P, sync, B, T, H, D, ls.span,
+        CELL=_CELL_IDS[cell], G=G, NS=NS, BB=ls.BB, BN=ls.BN, BK=ls.BK, HAS_RB=rbias is not None,
+        HAS_KEEP=keep is not None, STORE_ALL=store_all, PREC=_precision(R), NSPLIT=ls.split, CACHE=_cache(ls.split),
     )
     final = S[T] if store_all else S[T % 2]
     return y, final, S, P
@@ -357,18 +329,17 @@ class _RNNScan(torch.autograd.Function):
         gx, R, keep, S, P = ctx.saved_tensors
         B, T, H, G, D = gx.shape
         NS = S.shape[2]
-        BB, BD = _block_sizes(D)
         DS = gx.new_zeros((2, B, NS, H, D), dtype=torch.float32)
         if dfinal is not None:
             DS[T % 2] = dfinal
         dgx = torch.empty_like(P)
         dp = torch.empty_like(P)
-        grid, span, split = _launch_shape(B, H, D, gx.device)
-        sync = torch.zeros(grid[0] * H if split > 1 else 1, device=gx.device, dtype=torch.int32)
-        _rnn_bwd_kernel[grid](
-            gx, R, keep if keep is not None else gx, S, P, dy.contiguous(), DS, dgx, dp, sync, B, T, H, D, span,
-            CELL=_CELL_IDS[ctx.cell], G=G, NS=NS, BB=BB, BD=BD, HAS_KEEP=keep is not None, PREC=_precision(R),
-            NSPLIT=split, CACHE=_cache(split),
+        ls = _launch_shape(B, H, D, gx.device)
+        sync = torch.zeros(ls.grid[0] * H if ls.split > 1 else 1, device=gx.device, dtype=torch.int32)
+        _rnn_bwd_kernel[ls.grid](
+            gx, R, keep if keep is not None else gx, S, P, dy.contiguous(), DS, dgx, dp, sync, B, T, H, D, ls.span,
+            CELL=_CELL_IDS[ctx.cell], G=G, NS=NS, BB=ls.BB, BN=ls.BN, BK=ls.BK, HAS_KEEP=keep is not None,
+            PREC=_precision(R), NSPLIT=ls.split, CACHE=_cache(ls.split),
         )
         dR = torch.einsum("bthi,bthgj->hgij", S[:T, :, 0].transpose(0, 1), dp).to(R.dtype)
         drb = dp.sum((0, 1)).to(R.dtype) if ctx.has_rbias else None

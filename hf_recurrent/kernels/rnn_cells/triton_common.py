@@ -1,0 +1,126 @@
+r"""What the cells' Triton kernels share: activations, pointers into the gate and state tensors, one step's
+point-wise update of each cell, and two host helpers.
+
+A module of its own so that :mod:`.triton` (the tiled forward, the backward, autograd) imports the
+register-resident forward (:mod:`.triton_resident`), which imports these, without a cycle.
+
+Layouts (all contiguous): gates ``GX``, ``P`` ``[B, T, H, G, D]``; states ``S`` ``[slots, B, NS, H, D]`` float32
+(slot ``t`` holds the state before step ``t``; state index 0 is ``y``, then ``c``, ``n``, ``m`` as the cell has
+them). States a cell lacks are passed around as copies of ``h`` and never stored.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_CELL_IDS = {"lstm": 0, "gru": 1, "slstm": 2}
+
+
+def _precision(R: torch.Tensor) -> str:
+    """``tl.dot``'s input precision: IEEE for float32 weights (the float32 tests' tolerances), else bf16/fp16 MMA."""
+    return "ieee" if R.dtype == torch.float32 else "tf32"
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * _sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _logsigmoid(x):
+    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _state_ptrs(S, slot, rows, s: tl.constexpr, head, cols, B, H, D, NS: tl.constexpr):
+    return S + (((slot * B + rows[:, None]) * NS + s) * H + head) * D + cols[None, :]
+
+
+@triton.jit
+def _gate_ptrs(X, rows, t, head, g: tl.constexpr, cols, T, H, D, G: tl.constexpr):
+    return X + (((rows[:, None] * T + t) * H + head) * G + g) * D + cols[None, :]
+
+
+@triton.jit
+def _load_state(S, slot, rows, head, cols, mask, B, H, D, NS: tl.constexpr, CACHE: tl.constexpr):
+    """``(h, c, n, m)`` ``[BB, BD]`` float32 of slot ``slot``; those the cell lacks (``NS`` < 4) are ``h``."""
+    h = tl.load(_state_ptrs(S, slot, rows, 0, head, cols, B, H, D, NS), mask=mask, other=0.0, cache_modifier=CACHE)
+    c, n, m = h, h, h
+    if NS > 1:
+        c = tl.load(_state_ptrs(S, slot, rows, 1, head, cols, B, H, D, NS), mask=mask, other=0.0,
+                    cache_modifier=CACHE)
+    if NS > 2:
+        n = tl.load(_state_ptrs(S, slot, rows, 2, head, cols, B, H, D, NS), mask=mask, other=0.0,
+                    cache_modifier=CACHE)
+        m = tl.load(_state_ptrs(S, slot, rows, 3, head, cols, B, H, D, NS), mask=mask, other=0.0,
+                    cache_modifier=CACHE)
+    return h, c, n, m
+
+
+@triton.jit
+def _store_state(S, slot, rows, head, cols, mask, B, H, D, NS: tl.constexpr, h, c, n, m):
+    tl.store(_state_ptrs(S, slot, rows, 0, head, cols, B, H, D, NS), h, mask=mask)
+    if NS > 1:
+        tl.store(_state_ptrs(S, slot, rows, 1, head, cols, B, H, D, NS), c, mask=mask)
+    if NS > 2:
+        tl.store(_state_ptrs(S, slot, rows, 2, head, cols, B, H, D, NS), n, mask=mask)
+        tl.store(_state_ptrs(S, slot, rows, 3, head, cols, B, H, D, NS), m, mask=mask)
+
+
+@triton.jit
+def _load_gates(X, rows, t, head, cols, mask, T, H, D, G: tl.constexpr):
+    """Step ``t``'s ``G`` gate tiles ``[BB, BD]`` of ``X`` in its own dtype; a fourth is ``x2`` when ``G`` = 3."""
+    x0 = tl.load(_gate_ptrs(X, rows, t, head, 0, cols, T, H, D, G), mask=mask, other=0.0)
+    x1 = tl.load(_gate_ptrs(X, rows, t, head, 1, cols, T, H, D, G), mask=mask, other=0.0)
+    x2 = tl.load(_gate_ptrs(X, rows, t, head, 2, cols, T, H, D, G), mask=mask, other=0.0)
+    x3 = x2
+    if G == 4:
+        x3 = tl.load(_gate_ptrs(X, rows, t, head, 3, cols, T, H, D, G), mask=mask, other=0.0)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def _store_gates(X, rows, t, head, cols, mask, T, H, D, G: tl.constexpr, x0, x1, x2, x3):
+    tl.store(_gate_ptrs(X, rows, t, head, 0, cols, T, H, D, G), x0, mask=mask)
+    tl.store(_gate_ptrs(X, rows, t, head, 1, cols, T, H, D, G), x1, mask=mask)
+    tl.store(_gate_ptrs(X, rows, t, head, 2, cols, T, H, D, G), x2, mask=mask)
+    if G == 4:
+        tl.store(_gate_ptrs(X, rows, t, head, 3, cols, T, H, D, G), x3, mask=mask)
+
+
+@triton.jit
+def _cell_update(CELL: tl.constexpr, x0, x1, x2, x3, a0, a1, a2, a3, h, c, n, m):
+    """One step of the cell (maths in the package docstring), float32: gate inputs ``x_g`` (``gx``), recurrent
+    parts ``a_g`` (``y_{t-1} R_g + r_g``) and the old state ``(h, c, n, m)`` -> the new one; states the cell lacks
+    pass through unchanged."""
+    if CELL == 0:  # LSTM
+        c = _sigmoid(x1 + a1) * c + _sigmoid(x0 + a0) * _tanh(x2 + a2)
+        h = _sigmoid(x3 + a3) * _tanh(c)
+    elif CELL == 1:  # GRU
+        z = _sigmoid(x1 + a1)
+        h = (1.0 - z) * _tanh(x2 + _sigmoid(x0 + a0) * a2) + z * h
+    else:  # sLSTM
+        ri = x0 + a0
+        log_f = _logsigmoid(x1 + a1) + m
+        m_new = tl.where(n == 0.0, ri, tl.maximum(ri, log_f))
+        i = tl.exp(ri - m_new)
+        f = tl.exp(log_f - m_new)
+        c = f * c + i * _tanh(x2 + a2)
+        n = tl.maximum(f * n + i, 1.0)
+        h = _sigmoid(x3 + a3) * c / n
+        m = m_new
+    return h, c, n, m
+
+
+@triton.jit
+def _keep_state(keep, h, c, n, m, h_old, c_old, n_old, m_old):
+    """Where ``keep`` (``[BB, 1]``) is false (padding) the old state carries over."""
+    return (tl.where(keep, h, h_old), tl.where(keep, c, c_old), tl.where(keep, n, n_old),
+            tl.where(keep, m, m_old))
