@@ -11,11 +11,15 @@
    transformers' PyTorch path (``mamba_selective_scan``, which materialises ``[B, D, T, N]`` float32 tensors and
    loops over T in Python, seconds per call) runs on the same inputs where it fits in time and memory
    (``--peer-max-t``): timed over a single call (no warm-up, no repeats), and forward only at d_inner 4096.
-   ``--sweep`` first times the kernels' designs and tuning knobs (``DESIGN``, tile length, channels per program,
-   warps, the backward's scratch group; see ``hf_recurrent.kernels.selective_scan.triton``) at 8 x 2048, d_inner
-   2048, at most a dozen settings per direction, and records every timing; the main measurements then use the
-   fastest fwd+bwd setting (design, tile length, backward knobs) and the fastest forward knobs of that design (all
-   recorded).
+   ``--sweep`` first times the kernels' designs and tuning knobs (``DESIGN``, the forward's and the backward's tile
+   lengths, channels per program, warps, the backward's scratch group; see
+   ``hf_recurrent.kernels.selective_scan.triton``) unchunked at 8 x 2048, d_inner 2048 (7 forward and 8 fwd+bwd
+   settings), then, for the sequential design, its time-parallel chunk length ``SEQ_CHUNK`` (off, automatic, 512,
+   2048) at 8 x 2048 and 1 x 16384, forward and fwd+bwd (16 timings), and records every timing; the main
+   measurements then use the fastest fwd+bwd setting (design, saved-state interval, backward knobs), the fastest
+   forward knobs of that design and the fastest chunked ``SEQ_CHUNK`` at 1 x 16384 (all recorded). Without
+   ``--sweep``, the module's defaults. For the sequential design every main measurement is taken with that
+   ``SEQ_CHUNK`` and without chunks: both are recorded, ``ours_ms`` is the faster (its ``SEQ_CHUNK`` recorded).
 2. Decode tokens/s of a mamba-1.4b-shaped model (d_model 2048, 48 layers, vocab 50280, random weights, bf16) at
    batch 1 and 16: ours (CUDA-graph decode and eager) against transformers' ``MambaForCausalLM`` in the same run.
 
@@ -106,6 +110,23 @@ def _time_once(fn, tensors, backward: bool) -> float:
     return start.elapsed_time(end)
 
 
+def _chunk_timings(tensors, backward: bool) -> dict:
+    """``ours_ms`` at the module's settings; for the sequential design with ``SEQ_CHUNK`` not 0, the time without
+    chunks too, ``ours_ms`` the faster and ``SEQ_CHUNK`` the one it used (both recorded)."""
+    chunk = scan_triton.SEQ_CHUNK
+    if scan_triton.DESIGN != "sequential":
+        return dict(ours_ms=_time(_ours, tensors, backward, rep=200))
+    if chunk == 0:
+        return dict(ours_ms=_time(_ours, tensors, backward, rep=200), SEQ_CHUNK=0)
+    timings = {}
+    for value in (chunk, 0):
+        scan_triton.SEQ_CHUNK = value
+        timings[value] = _time(_ours, tensors, backward, rep=200)
+    scan_triton.SEQ_CHUNK = chunk
+    best = min(timings, key=timings.get)
+    return dict(ours_ms=timings[best], SEQ_CHUNK=best, chunked_ms=timings[chunk], unchunked_ms=timings[0])
+
+
 def scan_rows(copy_bw: float, nominal: float | None, peer_max_t: int) -> list[dict]:
     rows = []
     for D in (2048, 4096):
@@ -115,8 +136,9 @@ def scan_rows(copy_bw: float, nominal: float | None, peer_max_t: int) -> list[di
             for mode, backward in (("fwd", False), ("fwd+bwd", True)):
                 tensors = _inputs(batch, T, D, backward)
                 row = dict(batch=batch, T=T, d_inner=D, state=N, mode=mode, necessary_bytes=necessary[mode])
-                ms = _time(_ours, tensors, backward, rep=200)
-                row.update(ours_ms=ms, ours_bytes_s=necessary[mode] / (ms * 1e-3))
+                row.update(_chunk_timings(tensors, backward))
+                ms = row["ours_ms"]
+                row["ours_bytes_s"] = necessary[mode] / (ms * 1e-3)
                 row["fraction_of_copy_bandwidth"] = row["ours_bytes_s"] / copy_bw
                 row["fraction_of_nominal_peak"] = row["ours_bytes_s"] / nominal if nominal else None
                 if T <= peer_max_t and not (backward and D > 2048):
@@ -135,45 +157,49 @@ def scan_rows(copy_bw: float, nominal: float | None, peer_max_t: int) -> list[di
     return rows
 
 
-KNOBS = ("DESIGN", "BLOCK_T", "SEQ_FWD_BLOCK_D", "SEQ_FWD_WARPS", "SEQ_BWD_WARPS", "SEQ_GROUP", "SCAN_FWD_BLOCK_D",
-         "SCAN_FWD_WARPS", "SCAN_BWD_BLOCK_D", "SCAN_BWD_WARPS")
-# forward settings: the sequential design's channels per program and warps (32 channels per warp, or 64: two per
-# thread), the tile length (statically unrolled steps); the scan design's blocks (its tile is BLOCK_T x BLOCK_D x 16
-# float32 registers: larger ones spill)
+KNOBS = ("DESIGN", "BLOCK_T", "SEQ_FWD_BLOCK_T", "SEQ_FWD_BLOCK_D", "SEQ_FWD_WARPS", "SEQ_BWD_WARPS", "SEQ_GROUP",
+         "SEQ_CHUNK", "SEQ_CHUNK_PROGRAMS", "SEQ_CHUNK_MIN", "SCAN_FWD_BLOCK_D", "SCAN_FWD_WARPS", "SCAN_BWD_BLOCK_D",
+         "SCAN_BWD_WARPS")
+FWD_KNOBS = ("SEQ_FWD_BLOCK_T", "SEQ_FWD_BLOCK_D", "SEQ_FWD_WARPS", "SCAN_FWD_BLOCK_D", "SCAN_FWD_WARPS")
+SWEEP_SHAPE = (8, 2048)
+# forward settings, unchunked: the sequential design's tile length (statically unrolled steps) and channels per
+# program and warps (32 channels per warp, or 64: two per thread); the scan design's blocks (its tile is BLOCK_T x
+# BLOCK_D x 16 float32 registers: larger ones spill)
 FWD_SETTINGS = [
-    dict(DESIGN="sequential", BLOCK_T=16, SEQ_FWD_BLOCK_D=32, SEQ_FWD_WARPS=1),
-    dict(DESIGN="sequential", BLOCK_T=16, SEQ_FWD_BLOCK_D=64, SEQ_FWD_WARPS=2),
-    dict(DESIGN="sequential", BLOCK_T=16, SEQ_FWD_BLOCK_D=128, SEQ_FWD_WARPS=4),
-    dict(DESIGN="sequential", BLOCK_T=16, SEQ_FWD_BLOCK_D=64, SEQ_FWD_WARPS=1),
-    dict(DESIGN="sequential", BLOCK_T=8, SEQ_FWD_BLOCK_D=32, SEQ_FWD_WARPS=1),
-    dict(DESIGN="sequential", BLOCK_T=32, SEQ_FWD_BLOCK_D=32, SEQ_FWD_WARPS=1),
+    dict(DESIGN="sequential", SEQ_FWD_BLOCK_T=8, SEQ_FWD_BLOCK_D=32, SEQ_FWD_WARPS=1),
+    dict(DESIGN="sequential", SEQ_FWD_BLOCK_T=16, SEQ_FWD_BLOCK_D=32, SEQ_FWD_WARPS=1),
+    dict(DESIGN="sequential", SEQ_FWD_BLOCK_T=8, SEQ_FWD_BLOCK_D=64, SEQ_FWD_WARPS=1),
+    dict(DESIGN="sequential", SEQ_FWD_BLOCK_T=16, SEQ_FWD_BLOCK_D=64, SEQ_FWD_WARPS=1),
+    dict(DESIGN="sequential", SEQ_FWD_BLOCK_T=8, SEQ_FWD_BLOCK_D=64, SEQ_FWD_WARPS=2),
     dict(DESIGN="scan", BLOCK_T=16, SCAN_FWD_BLOCK_D=16, SCAN_FWD_WARPS=4),
     dict(DESIGN="scan", BLOCK_T=8, SCAN_FWD_BLOCK_D=32, SCAN_FWD_WARPS=4),
-    dict(DESIGN="scan", BLOCK_T=16, SCAN_FWD_BLOCK_D=32, SCAN_FWD_WARPS=8),
 ]
-# fwd+bwd settings (the forward at the module's defaults of the design): the sequential backward's warps (32
-# channels each), states per scratch entry (registers hold GROUP + 1 states; 4 spills) and tile length
+# fwd+bwd settings, unchunked (the forward at the module's defaults of the design): the sequential backward's tile
+# length (= the saved states' interval), warps (32 channels each) and states per scratch entry (registers hold
+# GROUP + 1 states; 4 spills)
 BWD_SETTINGS = [
-    dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=1, SEQ_GROUP=2),
-    dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=1, SEQ_GROUP=1),
     dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=2, SEQ_GROUP=2),
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=1, SEQ_GROUP=2),
+    dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=2, SEQ_GROUP=1),
     dict(DESIGN="sequential", BLOCK_T=16, SEQ_BWD_WARPS=4, SEQ_GROUP=2),
-    dict(DESIGN="sequential", BLOCK_T=8, SEQ_BWD_WARPS=1, SEQ_GROUP=2),
-    dict(DESIGN="sequential", BLOCK_T=32, SEQ_BWD_WARPS=1, SEQ_GROUP=2),
-    dict(DESIGN="sequential", BLOCK_T=32, SEQ_BWD_WARPS=1, SEQ_GROUP=1),
+    dict(DESIGN="sequential", BLOCK_T=8, SEQ_BWD_WARPS=2, SEQ_GROUP=2),
+    dict(DESIGN="sequential", BLOCK_T=32, SEQ_BWD_WARPS=2, SEQ_GROUP=2),
     dict(DESIGN="scan", BLOCK_T=16, SCAN_BWD_BLOCK_D=16, SCAN_BWD_WARPS=8),
     dict(DESIGN="scan", BLOCK_T=16, SCAN_BWD_BLOCK_D=8, SCAN_BWD_WARPS=4),
-    dict(DESIGN="scan", BLOCK_T=8, SCAN_BWD_BLOCK_D=16, SCAN_BWD_WARPS=4),
 ]
+# the sequential design's time-parallel chunks (steps per chunk; 0: off, None: automatic) at many short and one long
+# sequence, forward and fwd+bwd
+CHUNK_SETTINGS = [0, None, 512, 2048]
+CHUNK_SHAPES = [(8, 2048), (1, 16384)]
 
 
-def _timed_setting(setting: dict, defaults: dict, backward: bool) -> dict:
+def _timed_setting(setting: dict, defaults: dict, backward: bool, shape: tuple[int, int] = SWEEP_SHAPE) -> dict:
     for name, value in {**defaults, **setting}.items():
         setattr(scan_triton, name, value)
-    row = dict(setting)
+    row = dict(setting, batch=shape[0], T=shape[1])
     key = "fwd_bwd_ms" if backward else "fwd_ms"
     try:
-        row[key] = _time(_ours, _inputs(8, 2048, 2048, backward), backward, rep=100)
+        row[key] = _time(_ours, _inputs(*shape, 2048, backward), backward, rep=100)
     except Exception as err:  # noqa: BLE001 - e.g. out of resources; recorded
         row["error"] = repr(err)[:300]
     torch.cuda.empty_cache()
@@ -181,25 +207,39 @@ def _timed_setting(setting: dict, defaults: dict, backward: bool) -> dict:
     return row
 
 
-def sweep(defaults: dict) -> tuple[list[dict], dict]:
-    """Time the forward and fwd+bwd settings; leave the fastest in place and return every timing and the choice.
+def _fastest(rows: list[dict], key: str, **match) -> dict:
+    timed = [r for r in rows if key in r and all(r.get(k) == v for k, v in match.items())]
+    return min(timed, key=lambda r: r[key]) if timed else {}
 
-    The design and the tile length are shared by forward and backward (the saved states' layout and interval):
-    they come from the fastest fwd+bwd setting, the forward's own knobs from the fastest forward of that design.
+
+def sweep(defaults: dict) -> tuple[list[dict], dict]:
+    """Time the kernel settings, then the chunk lengths; leave the fastest in place, return every timing and the choice.
+
+    Kernel settings at 8 x 2048, d_inner 2048, unchunked. The design and the saved states' interval ``BLOCK_T`` are
+    shared by forward and backward: they and the backward's knobs come from the fastest fwd+bwd setting, the
+    forward's own knobs from the fastest forward of that design. Then, for the sequential design, ``SEQ_CHUNK`` at
+    8 x 2048 and 1 x 16384: the kept value is the fastest chunked one (automatic or fixed) at 1 x 16384 fwd+bwd; the
+    main measurements time it against no chunking at every shape.
     """
-    fwd = [_timed_setting(s, defaults, backward=False) for s in FWD_SETTINGS]
-    bwd = [_timed_setting(s, defaults, backward=True) for s in BWD_SETTINGS]
-    timed = [r for r in bwd if "fwd_bwd_ms" in r]
-    if not timed:
+    unchunked = {"SEQ_CHUNK": 0}
+    fwd = [_timed_setting({**s, **unchunked}, defaults, backward=False) for s in FWD_SETTINGS]
+    bwd = [_timed_setting({**s, **unchunked}, defaults, backward=True) for s in BWD_SETTINGS]
+    best_bwd = _fastest(bwd, "fwd_bwd_ms")
+    if not best_bwd:
         raise RuntimeError(f"every fwd+bwd setting failed: {bwd}")
-    best_bwd = min(timed, key=lambda r: r["fwd_bwd_ms"])
-    same_design = [r for r in fwd if "fwd_ms" in r and r["DESIGN"] == best_bwd["DESIGN"]]
-    best_fwd = min(same_design, key=lambda r: r["fwd_ms"]) if same_design else {}
-    chosen = {**defaults, **{k: v for k, v in best_fwd.items() if k in KNOBS and k != "BLOCK_T"},
-              **{k: v for k, v in best_bwd.items() if k in KNOBS}}
+    best_fwd = _fastest(fwd, "fwd_ms", DESIGN=best_bwd["DESIGN"])
+    chosen = {**defaults, **{k: v for k, v in best_fwd.items() if k in FWD_KNOBS},
+              **{k: v for k, v in best_bwd.items() if k in KNOBS and k != "SEQ_CHUNK"}}
+    chunks = []
+    if chosen["DESIGN"] == "sequential":
+        chunks = [_timed_setting(dict(SEQ_CHUNK=c), chosen, backward, shape)
+                  for shape in CHUNK_SHAPES for backward in (False, True) for c in CHUNK_SETTINGS]
+        best_chunk = min((r for r in chunks if r["SEQ_CHUNK"] != 0 and r["T"] == CHUNK_SHAPES[-1][1]
+                          and "fwd_bwd_ms" in r), key=lambda r: r["fwd_bwd_ms"], default={})
+        chosen["SEQ_CHUNK"] = best_chunk.get("SEQ_CHUNK", defaults["SEQ_CHUNK"])
     for name, value in chosen.items():
         setattr(scan_triton, name, value)
-    return fwd + bwd, chosen
+    return fwd + bwd + chunks, chosen
 
 
 def decode_rows(new_tokens: int) -> list[dict]:
@@ -250,10 +290,12 @@ def main() -> None:
     write_json(args.out, dict(environment=environment(), copy_bandwidth_bytes_s=copy_bw, nominal_peak_bytes_s=nominal,
                               kernel_settings=chosen, default_settings=defaults, sweep=sweep_rows, scan=rows,
                               decode=decode))
-    print(f"{'D':>5} {'B x T':>10} {'mode':>8} {'ours ms':>9} {'of copy bw':>10} {'vs transformers':>15}")
+    print(f"{'D':>5} {'B x T':>10} {'mode':>8} {'ours ms':>9} {'chunks':>6} {'unchunked':>9} {'of copy bw':>10} "
+          f"{'vs transformers':>15}")
     for r in rows:
-        speed = r.get("speedup_vs_transformers")
+        speed, unchunked = r.get("speedup_vs_transformers"), r.get("unchunked_ms")
         print(f"{r['d_inner']:>5} {r['batch']:>3} x {r['T']:<5} {r['mode']:>8} {r['ours_ms']:>9.3f} "
+              f"{r.get('SEQ_CHUNK', '')!s:>6} {'' if unchunked is None else f'{unchunked:.3f}':>9} "
               f"{r['fraction_of_copy_bandwidth']:>10.1%} {'' if speed is None else f'{speed:.1f}x':>15}")
     for r in decode:
         print(r)

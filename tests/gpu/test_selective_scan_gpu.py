@@ -1,6 +1,7 @@
 """Selective scan and causal conv1d on a CUDA GPU at Mamba sizes: Triton kernels against the PyTorch reference.
 
-d_inner 1536 (mamba-370m... 790m) to 5120 (mamba-2.8b), state 16, T up to 8192, packed sequences; bf16 and float32.
+d_inner 1536 (mamba-370m... 790m) to 5120 (mamba-2.8b), state 16, T up to 8192, packed sequences, the selective
+scan's time-parallel chunks; bf16 and float32.
 The oracle is the reference run in float32 on the GPU from the same (rounded) inputs; the kernels also compute in
 float32 (no tensor-core products), so the difference is the rounding of the outputs and gradients to the input dtype
 plus summation order. Tolerances on ``|a - b| / |b|``: bf16 1e-2 (outputs stored with 8 mantissa bits, ~4e-3),
@@ -57,7 +58,7 @@ def _run(inputs, grads_out, cu_seqlens, backend, upcast):
     return [y, hT] + [leaves[k].grad for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state")]
 
 
-@pytest.mark.parametrize("design", ["scan", "sequential"])
+@pytest.mark.parametrize("design", ["scan", "sequential", "sequential-unchunked"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize(
     "batch,T,D,cu",
@@ -65,14 +66,49 @@ def _run(inputs, grads_out, cu_seqlens, backend, upcast):
     ids=["2x4096-d1536", "1x8192-d2560", "1x1000-d5120", "packed-d2048"],
 )
 def test_scan_matches_reference(batch, T, D, cu, dtype, design, monkeypatch):
+    """Both designs; the sequential one as by default (at these grids of under 2 programs per SM of an H100 or H200
+    the automatic rule chunks every shape) and without its time-parallel chunks."""
     from hf_recurrent.kernels.selective_scan import triton as triton_impl
 
-    monkeypatch.setattr(triton_impl, "DESIGN", design)
+    monkeypatch.setattr(triton_impl, "DESIGN", design.split("-")[0])
+    monkeypatch.setattr(triton_impl, "SEQ_CHUNK", 0 if design.endswith("unchunked") else None)  # None: automatic
     cu_seqlens = None if cu is None else torch.tensor(cu, device="cuda")
     n_states = batch if cu is None else len(cu) - 1
     inputs, grads_out = _case(batch, T, D, dtype, n_states)
     got = _run(inputs, grads_out, cu_seqlens, "triton", upcast=False)
     want = _run(inputs, grads_out, cu_seqlens, "reference", upcast=True)
+    for name, a, b in zip(NAMES, got, want):
+        assert a.shape == b.shape, name
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, b) < TOL[dtype], (name, _rel(a, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize(
+    "chunk,cu", [(None, None), (1024, [0, 3000, 3001, 8192])], ids=["auto-1x8192", "L1024-packed"]
+)
+def test_chunked_sequential_matches_reference(chunk, cu, dtype, monkeypatch):
+    """The sequential design's time-parallel chunks at d_inner 2048, T 8192: one sequence, whose 64 forward and 32
+    backward programs the automatic rule chunks (fewer than half of 4 per SM on any GPU of more than 32 SMs), and
+    packed sequences of 3000, 1 and 5191 steps in chunks of 1024 (a one-step sequence, ragged ends). Both passes must
+    have chunked (the cut is spied on); every output and gradient against the reference."""
+    from hf_recurrent.kernels.selective_scan import triton as triton_impl
+    from hf_recurrent.kernels.selective_scan import triton_chunked
+
+    monkeypatch.setattr(triton_impl, "DESIGN", "sequential")
+    monkeypatch.setattr(triton_impl, "SEQ_CHUNK", chunk)
+    lengths, segments = [], triton_chunked._segments
+
+    def spy(p, L):
+        lengths.append(L)
+        return segments(p, L)
+
+    monkeypatch.setattr(triton_chunked, "_segments", spy)
+    cu_seqlens = None if cu is None else torch.tensor(cu, device="cuda")
+    inputs, grads_out = _case(1, 8192, 2048, dtype, 1 if cu is None else len(cu) - 1, seed=1)
+    got = _run(inputs, grads_out, cu_seqlens, "triton", upcast=False)
+    want = _run(inputs, grads_out, cu_seqlens, "reference", upcast=True)
+    assert len(lengths) == 2 and all(lengths), lengths
     for name, a, b in zip(NAMES, got, want):
         assert a.shape == b.shape, name
         assert torch.isfinite(a).all(), name

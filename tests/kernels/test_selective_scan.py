@@ -7,7 +7,10 @@ that short sequences cross several tiles; the block sizes are compile-time const
 Shapes cover several time tiles with a ragged last one, channel counts that are not a multiple of the block, a
 state size that is not a power of two, packed sequences of unequal lengths (one shorter than a tile), initial and
 final states, padded positions (``dt = -inf``), and every optional input switched on and off. Outputs, final
-states and the gradients of every input are compared in float32.
+states and the gradients of every input are compared in float32. The sequential design's forward tile
+(``SEQ_FWD_BLOCK_T``) is tested shorter and longer than the saved states' interval (``BLOCK_T``), and its
+time-parallel chunks (``SEQ_CHUNK``, which the automatic rule never picks on the CPU unless told how many programs
+to aim at) are forced on with chunks of 16 or 32 steps.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ def _run(backend, inputs, drop, softplus, cu_seqlens, seed=1):
 def _small_tiles(monkeypatch, design: str) -> None:
     monkeypatch.setattr(triton_impl, "DESIGN", design)
     monkeypatch.setattr(triton_impl, "BLOCK_T", 4)
+    monkeypatch.setattr(triton_impl, "SEQ_FWD_BLOCK_T", 4)
     monkeypatch.setattr(triton_impl, "SEQ_FWD_BLOCK_D", 4)
+    monkeypatch.setattr(triton_impl, "SEQ_BWD_WARPS", 1)
     monkeypatch.setattr(triton_impl, "SEQ_GROUP", 2)
     monkeypatch.setattr(triton_impl, "SCAN_FWD_BLOCK_D", 4)
     monkeypatch.setattr(triton_impl, "SCAN_BWD_BLOCK_D", 2)  # the backward's channel blocks need not match the forward's
@@ -100,8 +105,9 @@ def test_triton_matches_reference_outputs_and_gradients(case, small_tiles):
 
 @pytest.mark.parametrize("design", DESIGNS)
 def test_production_tile_sizes_match_reference(design, monkeypatch):
-    """The default tiles as on the GPU (16 steps; sequential: 32 channels per program, scan: 16): 2 tiles (ragged),
-    all inputs; the scan design with 2 channel blocks (ragged)."""
+    """The default tiles as on the GPU (16 steps, the sequential forward 8; sequential: 32 channels per forward
+    program, 64 per backward one, scan: 16): 2 tiles (ragged), all inputs; the scan design with 2 channel blocks
+    (ragged)."""
     monkeypatch.setattr(triton_impl, "DESIGN", design)
     _compare(_inputs(1, 21, 18, 4, 1, seed=7), (), True, None)
 
@@ -132,6 +138,17 @@ def test_sequential_state_size_above_16(monkeypatch):
     _compare(_inputs(1, 6, 5, 20, 1, seed=9), ("z",), True, None)
 
 
+@pytest.mark.parametrize("fwd_tile,block_t", [(2, 8), (16, 4)], ids=["fwd-tile-below", "fwd-tile-above"])
+def test_sequential_forward_tile_differs_from_saved_state_interval(fwd_tile, block_t, monkeypatch):
+    """The forward steps tiles of ``SEQ_FWD_BLOCK_T`` and saves every ``BLOCK_T``-th state (the backward's tiles):
+    a forward tile shorter (states saved every 4th tile) and longer (4 saved per tile, none past a sequence's end)
+    than the interval; packed sequences of 9, 2 and 6 steps."""
+    _small_tiles(monkeypatch, "sequential")
+    monkeypatch.setattr(triton_impl, "SEQ_FWD_BLOCK_T", fwd_tile)
+    monkeypatch.setattr(triton_impl, "BLOCK_T", block_t)
+    _compare(_inputs(1, 17, 6, 4, 3, seed=3), (), True, torch.tensor([0, 9, 11, 17]))
+
+
 def _compare(inputs, drop, softplus, cu_seqlens):
     want = _run("reference", inputs, drop, softplus, cu_seqlens)
     got = _run("triton", inputs, drop, softplus, cu_seqlens)
@@ -157,10 +174,13 @@ def test_triton_bf16_inputs(design, case, monkeypatch):
     the decay's gradients ``ddt``, ``dA`` (no bf16 intermediate enters them, only ``dy``'s rounding). The final state
     is float32 arithmetic on the same rounded inputs: 1e-5 as in float32 (a state rounded to bf16 would fail)."""
     _small_tiles(monkeypatch, design)
-    inputs, drop, softplus = _case_inputs(case)
+    _compare_bf16(*_case_inputs(case), None)
+
+
+def _compare_bf16(inputs, drop, softplus, cu_seqlens):
     low = {k: v if k in ("A", "initial_state") else v.bfloat16() for k, v in inputs.items()}
-    got = _run("triton", low, drop, softplus, None)
-    want = _run("reference", {k: v.float() for k, v in low.items()}, drop, softplus, None)
+    got = _run("triton", low, drop, softplus, cu_seqlens)
+    want = _run("reference", {k: v.float() for k, v in low.items()}, drop, softplus, cu_seqlens)
     assert got.keys() == want.keys()
     for name in want:
         a = got[name]
@@ -168,6 +188,100 @@ def test_triton_bf16_inputs(design, case, monkeypatch):
         assert torch.isfinite(a).all(), name
         bound = 1e-5 if name == "final_state" else 2e-2
         assert _rel(a, want[name]) < bound, f"{name}: relative error {_rel(a, want[name]):.2e}"
+
+
+@pytest.fixture
+def chunk_lengths(monkeypatch):
+    """The chunk lengths the sequential design cut its sequences into, forward then backward (none: unchunked)."""
+    from hf_recurrent.kernels.selective_scan import triton_chunked
+
+    seen, segments = [], triton_chunked._segments
+
+    def spy(p, L):
+        seen.append(L)
+        return segments(p, L)
+
+    monkeypatch.setattr(triton_chunked, "_segments", spy)
+    return seen
+
+
+def _chunked(monkeypatch, fwd_tile: int, block_t: int, chunk: int | None) -> None:
+    _small_tiles(monkeypatch, "sequential")
+    monkeypatch.setattr(triton_impl, "SEQ_FWD_BLOCK_T", fwd_tile)
+    monkeypatch.setattr(triton_impl, "BLOCK_T", block_t)
+    monkeypatch.setattr(triton_impl, "SEQ_CHUNK", chunk)
+
+
+CHUNKINGS = [(4, 8, 16), (16, 8, 16), (8, 16, 32)]  # (forward tile, saved-state interval, chunk length)
+CHUNKING_IDS = [f"fwd{f}-bt{b}-L{c}" for f, b, c in CHUNKINGS]
+
+
+@pytest.mark.parametrize(
+    "fwd_tile,block_t,chunk,drop",
+    [pytest.param(*c, (), id=f"{i}-all-inputs") for c, i in zip(CHUNKINGS, CHUNKING_IDS)]
+    + [pytest.param(*CHUNKINGS[0], ("z", "D", "dt_bias", "initial_state"), id=f"{CHUNKING_IDS[0]}-no-optional")],
+)
+def test_chunked_sequential_matches_reference(fwd_tile, block_t, chunk, drop, monkeypatch, chunk_lengths):
+    """Time-parallel chunks, forward and backward: 2 sequences of 37 steps (chunks of 16: 3 each, the last of 5;
+    of 32: 2, the last of 5), 6 channels in 2 forward blocks, N = 5; outputs, final state and every gradient."""
+    _chunked(monkeypatch, fwd_tile, block_t, chunk)
+    _compare(_inputs(2, 37, 6, 5, 2, seed=10), drop, True, None)
+    assert chunk_lengths == [chunk, chunk]
+
+
+@pytest.mark.parametrize("fwd_tile,block_t,chunk", CHUNKINGS[:2], ids=CHUNKING_IDS[:2])
+def test_chunked_sequential_packed_sequences(fwd_tile, block_t, chunk, monkeypatch, chunk_lengths):
+    """Packed sequences of 9, 2, 0, 29 and 35 steps in chunks of 16 (1, 1, 1 empty, 2 and 3 segments), padded
+    positions in the first: outputs, final states, every gradient incl. the initial states'."""
+    _chunked(monkeypatch, fwd_tile, block_t, chunk)
+    inputs = _inputs(1, 75, 6, 4, 5, seed=11, pad=True)
+    _compare(inputs, (), True, torch.tensor([0, 9, 11, 11, 40, 75]))
+    assert chunk_lengths == [chunk, chunk]
+
+
+def test_chunked_sequential_automatic_length(monkeypatch, chunk_lengths):
+    """``SEQ_CHUNK = None`` picks the chunk length from the grid: packed sequences of 50 and 10 steps, 6 channels.
+    Aiming at 16 programs (at least 4 steps a chunk): the forward's 2 blocks x 2 sequences get 120 / 16 = 8 steps
+    a program, so the 50 steps in 7 chunks of 8; the backward's single block gets 60 / 16 -> 4. Aiming at 4: the
+    forward's 4 programs are not under half of that, the backward's 2 are: 15 steps a program, the 50 in 4 chunks of
+    13 -> 16 (a multiple of the 4-step tile). On the CPU by default: no chunking."""
+    _chunked(monkeypatch, 4, 4, None)
+    monkeypatch.setattr(triton_impl, "SEQ_CHUNK_MIN", 4)
+    inputs, cu = _inputs(1, 60, 6, 4, 2, seed=12), torch.tensor([0, 50, 60])
+    for programs, lengths in ((16, [8, 4]), (4, [16]), (None, [])):
+        monkeypatch.setattr(triton_impl, "SEQ_CHUNK_PROGRAMS", programs)
+        chunk_lengths.clear()
+        _compare(inputs, (), True, cu)
+        assert chunk_lengths == lengths, programs
+
+
+@pytest.mark.parametrize("output_final_state", [True, False])
+def test_chunked_sequential_forward_only(output_final_state, monkeypatch, chunk_lengths):
+    """Without a gradient (no saved states) and without the final state, as inference runs it."""
+    _chunked(monkeypatch, 4, 8, 16)
+    inputs = _inputs(2, 37, 6, 4, 2, seed=13)
+    args = [inputs[k] for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias")]
+    with torch.no_grad():
+        got, want = (selective_scan(*args, initial_state=inputs["initial_state"],
+                                    output_final_state=output_final_state, backend=b) for b in ("triton", "reference"))
+    assert _rel(got[0], want[0]) < RTOL
+    assert got[1] is None if not output_final_state else _rel(got[1], want[1]) < RTOL
+    assert chunk_lengths == [16]
+
+
+def test_chunked_sequential_bf16(monkeypatch, chunk_lengths):
+    """bf16 inputs through the chunked path (forward tile 4, backward 8, chunks of 16), as
+    :func:`test_triton_bf16_inputs`."""
+    _chunked(monkeypatch, 4, 8, 16)
+    _compare_bf16(_inputs(2, 37, 6, 8, 2, seed=14), (), True, None)
+    assert chunk_lengths == [16, 16]
+
+
+def test_chunk_length_must_be_a_multiple_of_the_saved_state_interval(monkeypatch):
+    _chunked(monkeypatch, 4, 8, 12)
+    inputs = _inputs(1, 20, 4, 4, 1)
+    with pytest.raises(ValueError, match="SEQ_CHUNK"):
+        selective_scan(*(inputs[k] for k in ("x", "dt", "A", "B", "C")), backend="triton")
 
 
 def test_packed_sequences_match_the_reference_and_each_sequence_alone(small_tiles):

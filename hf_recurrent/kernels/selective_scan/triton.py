@@ -15,19 +15,29 @@ the later steps' term), ``dy'_t = dy_t silu(z_t)`` and ``q_t = a_t g_t`` (the gr
   where ``y'_t = sum_n C_t h_t + D x_t``.
 
 The backward needs ``h_{t-1}`` walking backwards: the forward saves the state at the start of every tile of
-``BLOCK_T`` steps (float32, ``4 N / BLOCK_T`` bytes per element of ``x``) when a gradient is needed, and the backward
-recomputes each tile's states from it (never dividing by ``a``, which may underflow to 0).
+``BLOCK_T`` steps, the backward's tile (float32, ``4 N / BLOCK_T`` bytes per element of ``x``), when a gradient is
+needed, and the backward recomputes each tile's states from it (never dividing by ``a``, which may underflow to 0).
+The sequential forward steps tiles of its own length ``SEQ_FWD_BLOCK_T`` (both powers of two, so one divides the
+other) and saves the state before every ``BLOCK_T``-th step of a sequence; the scan design's forward tile is
+``BLOCK_T``.
 
-Two designs, chosen by the module knob ``DESIGN`` (read at call time; the backward uses its forward's design). The
-default is ``"scan"``, the first design to pass the GPU tests on an H200 (timed there at 5% of the bandwidth forward,
-1% forward and backward); ``"sequential"`` passes the same tests (CPU interpreter and, since session 3, the H200
-ones) but has not been timed yet: ``benchmarks/bench_selective_scan.py --sweep`` times both and keeps the faster.
+Two designs, chosen by the module knob ``DESIGN`` (read at call time; the backward uses its forward's design), both
+passing the CPU-interpreter and H200 tests. The default is ``"sequential"``, the faster on an H200 (bf16, N = 16,
+d_inner 2048, ``benchmarks/bench_selective_scan.py --sweep``): at 8 x 2048 the forward takes 0.69 ms with tiles of 8
+steps and 32 channels a one-warp program (1.11 ms with tiles of 32, 2.07 of 16; the scan design 1.30 ms) and forward
+plus backward 2.91 ms with backward tiles of 16, two warps and scratch groups of 2 (3.24 with tiles of 8; the scan
+design 11.5 to 15.8). Its grid is only ``sequences x channel blocks``, so the same tokens as few long sequences
+left the GPU nearly idle: 8.2 / 10.5 ms (fwd / fwd+bwd) at 2 x 8192 and 16.2 / 20.7 at 1 x 16384. It now splits
+such sequences into chunks of ``SEQ_CHUNK`` steps run in parallel, exactly (three passes, automatic by default;
+:mod:`.triton_chunked` has the maths), not yet timed on a GPU.
 
 Files: each design, its kernels and launchers with its layout and costs, has a module of its own, ``"scan"``
-:mod:`.triton_scan` and ``"sequential"`` :mod:`.triton_sequential`; what both share (the jitted step size and
-sequence bounds, the host-side records of a call) is in :mod:`.triton_common`. This module holds the knobs of both
-designs (module attributes, set by tests and the benchmark; the design launchers read them from here at call time),
-the dispatch table ``_DESIGNS``, the autograd Function, the decode step kernel and the public functions.
+:mod:`.triton_scan` and ``"sequential"`` :mod:`.triton_sequential` (kernels and launchers over whole sequences or
+segments of them) with :mod:`.triton_chunked` (its entry points and the time-parallel chunking); what both designs
+share (the jitted step size and sequence bounds, the host-side records of a call) is in :mod:`.triton_common`. This
+module holds the knobs of both designs (module attributes, set by tests and the benchmark; the design launchers read
+them from here at call time), the dispatch table ``_DESIGNS``, the autograd Function, the decode step kernel and the
+public functions.
 """
 
 from __future__ import annotations
@@ -36,17 +46,21 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import _c, _f32, _Problem, _step_size
+from .triton_chunked import _sequential_backward, _sequential_forward
+from .triton_common import _c, _f32, _Problem, _step_size, _tile_offsets
 from .triton_scan import _scan_backward, _scan_forward
-from .triton_sequential import _sequential_backward, _sequential_forward
 
 # Tuning knobs, read at call time (benchmarks/bench_selective_scan.py --sweep times alternatives on the GPU).
-DESIGN = "scan"  # or "sequential" (correct on the GPU, not yet timed; see the module docstring)
-BLOCK_T = 16  # steps per tile = interval of the saved states (both designs); a power of two
+DESIGN = "sequential"  # or "scan"
+BLOCK_T = 16  # steps between saved states = the backward's tile (both designs) and the scan forward's; a power of two
+SEQ_FWD_BLOCK_T = 8  # sequential forward: steps per (unrolled) tile, a power of two; saves every BLOCK_T-th state
 SEQ_FWD_BLOCK_D = 32  # sequential forward: channels per program, a power of two (32 * warps: one per thread)
 SEQ_FWD_WARPS = 1
-SEQ_BWD_WARPS = 1  # sequential backward: 32 channels per warp, one per thread
+SEQ_BWD_WARPS = 2  # sequential backward: 32 channels per warp, one per thread
 SEQ_GROUP = 2  # backward: steps per scratch entry (registers hold SEQ_GROUP + 1 states); a power of two <= BLOCK_T
+SEQ_CHUNK = None  # sequential: steps per time-parallel chunk, a multiple of BLOCK_T; 0: never; None: automatic
+SEQ_CHUNK_PROGRAMS = None  # automatic chunking aims at this many programs; None: 4 x the GPU's SMs (CPU: never)
+SEQ_CHUNK_MIN = 128  # automatic chunking: fewest steps per chunk
 SCAN_FWD_BLOCK_D = 16  # scan design: channels per program (a tile is BLOCK_T x BLOCK_D x BN float32 registers)
 SCAN_BWD_BLOCK_D = 16
 SCAN_FWD_WARPS = 4
@@ -95,8 +109,7 @@ def _tiles(batch: int, T: int, cu_seqlens: torch.Tensor | None, bt: int) -> tupl
     """(number of sequences, per-sequence first tile index or None, total tiles)."""
     if cu_seqlens is None:
         return batch, None, batch * triton.cdiv(T, bt)
-    counts = (cu_seqlens[1:] - cu_seqlens[:-1] + bt - 1) // bt
-    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    offsets = _tile_offsets(cu_seqlens, bt)
     return cu_seqlens.numel() - 1, offsets[:-1].contiguous(), int(offsets[-1])
 
 

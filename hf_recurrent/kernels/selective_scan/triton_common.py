@@ -1,8 +1,8 @@
 """What the selective scan's Triton entry point and both of its designs share.
 
 The jitted step size (``softplus``) and sequence bounds, and on the host the records of one call (:class:`_Problem`,
-:class:`_Grads`) with two small tensor helpers. A module of its own so that :mod:`.triton` imports the design modules
-(:mod:`.triton_scan`, :mod:`.triton_sequential`), which import these, without a cycle.
+:class:`_Grads`) with small tensor helpers. A module of its own so that :mod:`.triton` imports the design modules
+(:mod:`.triton_scan`, :mod:`.triton_sequential`, :mod:`.triton_chunked`), which import these, without a cycle.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class _Problem(NamedTuple):
     cu_seqlens: torch.Tensor | None
     tile_offsets: torch.Tensor | None  # per packed sequence, the index of its first tile
     n_seq: int
-    block_t: int
+    block_t: int  # steps between saved states (the backward's tile)
 
     def flags(self) -> dict:
         return dict(SOFTPLUS=self.softplus, HAS_D=self.D is not None, HAS_Z=self.z is not None,
@@ -72,6 +72,12 @@ class _Grads(NamedTuple):
     dD: torch.Tensor | None  # float32 [S, D]
     dz: torch.Tensor | None
     dh0: torch.Tensor  # float32
+
+
+def _tile_offsets(cu_seqlens: torch.Tensor, bt: int) -> torch.Tensor:
+    """Per packed sequence (or segment) the index of its first tile of ``bt`` steps, then the total: ``[S + 1]``."""
+    counts = (cu_seqlens[1:] - cu_seqlens[:-1] + bt - 1) // bt
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
 def _c(t: torch.Tensor | None) -> torch.Tensor | None:

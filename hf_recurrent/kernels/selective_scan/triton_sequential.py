@@ -1,17 +1,20 @@
 r"""The ``"sequential"`` design of the selective-scan Triton kernels: forward, backward and their launchers.
 
 Chosen by ``DESIGN = "sequential"`` in :mod:`.triton`, which holds the maths, the saved-state scheme, the dispatch
-and the tuning knobs this design reads at call time (``BLOCK_T`` and ``SEQ_*``); see there for its status.
+and the tuning knobs this design reads at call time (``BLOCK_T`` and ``SEQ_*``); see there for its status. The
+launchers here run over whole sequences or over segments of them (packed as sequences): the design's entry points,
+which cut long sequences into segments run in parallel, are in :mod:`.triton_chunked`.
 
 ``"sequential"``. A program owns a block of channels of one sequence, one channel per thread (the
 backward always; the forward for ``SEQ_FWD_BLOCK_D = 32 * SEQ_FWD_WARPS``), and keeps each channel's ``BN`` states
 in registers as a tuple of ``BN`` ``[BD]`` tensors, so the recurrence never moves data between threads. It walks
 time one step at a time; per step and channel: ``BN`` ``exp2`` (of ``delta A log2 e``) and ``4 BN`` multiply-adds,
 and ``(B_t[n], C_t[n])`` as one 64-bit load per state (``B`` and ``C`` are packed on the host into a float32
-``[B*T + BLOCK_T, BN, 2]`` tensor, all threads of a warp reading the same word). ``x, dt, z, y`` move as
-``[BD, BLOCK_T]`` tiles, one channel per thread and a warp's 32 threads on 32 consecutive channels (coalesced
-rows); the steps of a tile are unrolled, so that a step's row of a tile is a register. The forward loads a tile's
-``x`` and ``dt`` while the previous tile is stepped.
+``[B*T + tile, BN, 2]`` tensor, all threads of a warp reading the same word). ``x, dt, z, y`` move as
+``[BD, tile]`` tiles (``SEQ_FWD_BLOCK_T`` steps forward, ``BLOCK_T`` backward), one channel per thread and a
+warp's 32 threads on 32 consecutive channels (coalesced rows); the steps of a tile are unrolled, so that a step's
+row of a tile is a register. The forward loads a tile's ``x`` and ``dt`` while the previous tile is stepped, and
+saves the state before every ``BLOCK_T``-th step (the backward's tiles) for the backward.
 
 Backward, per tile in reverse. Pass 1 loads the tile's ``x, dt, dy, z``, writes ``dy'`` and ``dz``'s factor
 ``dy sig(z) (1 + z (1 - sig(z)))`` to a per-program scratch buffer, and recomputes the tile's states from its saved
@@ -92,14 +95,29 @@ def _load_bc(BC, row, BN: tl.constexpr):
 
 
 @triton.jit
-def _steps(x_tile, dt_tile, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """``x``, ``dt + bias`` and the step ``delta`` (0 where masked: past the end the state is left unchanged) of a
-    tile, in float32."""
-    x_t = x_tile.to(tl.float32)
+def _step_sizes(dt_tile, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """``dt + bias`` and the step ``delta`` (0 where masked: past the end the state is left unchanged) of a tile, in
+    float32."""
     v = dt_tile.to(tl.float32)
     if HAS_BIAS:
         v += bias[:, None]
-    return x_t, v, tl.where(m, _step_size(v, SOFTPLUS), 0.0)
+    return v, tl.where(m, _step_size(v, SOFTPLUS), 0.0)
+
+
+@triton.jit
+def _steps(x_tile, dt_tile, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """``x``, ``dt + bias`` and the step ``delta`` of a tile (see :func:`_step_sizes`), in float32."""
+    v, delta = _step_sizes(dt_tile, m, bias, HAS_BIAS, SOFTPLUS)
+    return x_tile.to(tl.float32), v, delta
+
+
+@triton.jit
+def _advance(h, delta_s, u_s, bc, A2, BN: tl.constexpr):
+    """One step of the recurrence on a tuple of ``BN`` ``[BD]`` states: ``h_n <- exp2(delta A_n log2 e) h_n + u B_n``."""
+    h_next = ()
+    for n in tl.static_range(BN):
+        h_next = h_next + (tl.exp2(delta_s * A2[n]) * h[n] + u_s * bc[n][0],)
+    return h_next
 
 
 @triton.jit
@@ -145,10 +163,12 @@ def _seq_fwd_kernel(
     T, D, N, one,
     SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, SAVE: tl.constexpr, VARLEN: tl.constexpr,
-    BT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+    BT: tl.constexpr, CK: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
 ):
+    """Tiles of ``BT`` steps; with ``SAVE``, the state before every ``CK``-th step of the sequence to ``ckpt`` (one
+    of ``BT``, ``CK`` divides the other: powers of two)."""
     i_d, i_s = tl.program_id(0), tl.program_id(1)
-    bos, eos, tile0 = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, BT)
+    bos, eos, tile0 = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, CK)
     o_d = i_d * BD + tl.arange(0, BD)
     o_c = o_d * one
     m_d = o_d < D
@@ -179,11 +199,14 @@ def _seq_fwd_kernel(
         dt_next = tl.load(dt + (t0 + BT) * D + o_tile, mask=m_next, other=0.0)
         if HAS_Z:
             z_t = tl.load(z + t0 * D + o_tile, mask=m, other=0.0)  # needed after the steps
-        if SAVE:
-            tl.store(ckpt + (tile0 + k) * BN * D + o_c[:, None] + o_n[None, :] * D, _tile(h, o_n, BN, BD), mask=m_dn)
         u = delta * x_t
         out = D_t[:, None] * x_t if HAS_D else tl.zeros([BD, BT], dtype=tl.float32)
         for s in tl.static_range(BT):
+            if SAVE and s % CK == 0:
+                pos = k * BT + s  # the step's index in the sequence
+                if (pos % CK == 0) & (bos + pos < eos):
+                    tl.store(ckpt + (tile0 + pos // CK) * BN * D + o_c[:, None] + o_n[None, :] * D,
+                             _tile(h, o_n, BN, BD), mask=m_dn)
             delta_s = _row(delta, r, s)
             u_s = _row(u, r, s)
             bc = _load_bc(BC, t0 + s, BN)
@@ -267,11 +290,7 @@ def _seq_bwd_kernel(
             if s < BT - GROUP:
                 delta_s = _row(delta, r, s)
                 u_s = _row(u, r, s)
-                bc = _load_bc(BC, t0 + s, BN)
-                h_next = ()
-                for n in tl.static_range(BN):
-                    h_next = h_next + (tl.exp2(delta_s * A2[n]) * h[n] + u_s * bc[n][0],)
-                h = h_next
+                h = _advance(h, delta_s, u_s, _load_bc(BC, t0 + s, BN), A2, BN)
         # pass 2: the groups in reverse, each recomputed from its scratch entry, then walked backwards (the names
         # differ from pass 1's: a loop may not change a variable's shape)
         for gg in range(0, BT // GROUP):
@@ -367,26 +386,28 @@ def _pack_bc(B: torch.Tensor, C: torch.Tensor, bn: int, bt: int) -> torch.Tensor
     return packed.view(torch.int64)
 
 
-def _sequential_forward(p: _Problem, h0: torch.Tensor | None, y: torch.Tensor, hT: torch.Tensor | None,
-                        ckpt: torch.Tensor | None) -> None:
+def _launch_forward(p: _Problem, bc: torch.Tensor, h0: torch.Tensor | None, y: torch.Tensor, hT: torch.Tensor | None,
+                    ckpt: torch.Tensor | None) -> None:
+    """The forward over ``p``'s sequences (whole ones, or the segments of a chunked call): ``y``, the final states
+    ``hT`` and the saved states ``ckpt`` where not None. ``bc``: :func:`_pack_bc` with ``SEQ_FWD_BLOCK_T`` rows."""
     from . import triton as knobs  # the tuning knobs, read at call time (tests and the benchmark set them)
 
     T, dim, N = p.x.shape[1], p.x.shape[2], p.A.shape[1]
-    bn = triton.next_power_of_2(N)
     _seq_fwd_kernel[(triton.cdiv(dim, knobs.SEQ_FWD_BLOCK_D), p.n_seq)](
-        p.x, p.dt, p.A, _pack_bc(p.B, p.C, bn, p.block_t), p.D, p.z, p.dt_bias, y, h0, hT, ckpt, p.cu_seqlens,
-        p.tile_offsets, T, dim, N, 1,
-        HAS_H0=h0 is not None, STORE_HT=hT is not None, SAVE=ckpt is not None, BT=p.block_t, BD=knobs.SEQ_FWD_BLOCK_D,
-        BN=bn, num_warps=knobs.SEQ_FWD_WARPS, **p.flags(),
+        p.x, p.dt, p.A, bc, p.D, p.z, p.dt_bias, y, h0, hT, ckpt, p.cu_seqlens, p.tile_offsets, T, dim, N, 1,
+        HAS_H0=h0 is not None, STORE_HT=hT is not None, SAVE=ckpt is not None, BT=knobs.SEQ_FWD_BLOCK_T,
+        CK=p.block_t, BD=knobs.SEQ_FWD_BLOCK_D, BN=bc.shape[1], num_warps=knobs.SEQ_FWD_WARPS, **p.flags(),
     )
 
 
-def _sequential_backward(p: _Problem, ckpt: torch.Tensor, dy: torch.Tensor, dhT: torch.Tensor | None) -> _Grads:
-    from . import triton as knobs  # the tuning knobs, read at call time (tests and the benchmark set them)
+def _launch_backward(p: _Problem, bc: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor,
+                     dhT: torch.Tensor | None) -> _Grads:
+    """The backward over ``p``'s sequences (or segments: ``dA``, ``dD``, ``dh0`` per segment); ``dhT`` the
+    gradients of their final states. ``bc``: :func:`_pack_bc` with ``BLOCK_T`` rows."""
+    from . import triton as knobs
 
     batch, T, dim = p.x.shape
-    N, bt = p.A.shape[1], p.block_t
-    bn = triton.next_power_of_2(N)
+    N, bt, bn = p.A.shape[1], p.block_t, bc.shape[1]
     bd, group = 32 * knobs.SEQ_BWD_WARPS, min(knobs.SEQ_GROUP, bt)
     if bt % group or group & (group - 1):
         raise ValueError(f"SEQ_GROUP={group} must be a power of two dividing BLOCK_T={bt}")
@@ -398,8 +419,8 @@ def _sequential_backward(p: _Problem, ckpt: torch.Tensor, dy: torch.Tensor, dhT:
     dBC = _f32(p, grid[0] * knobs.SEQ_BWD_WARPS, batch * T, bn, 2)  # per warp of 32 channels
     scratch = _f32(p, grid[0] * grid[1], (bt // group * bn + 2 * bt) * bd)
     _seq_bwd_kernel[grid](
-        p.x, p.dt, p.A, _pack_bc(p.B, p.C, bn, bt), p.D, p.z, p.dt_bias, ckpt, scratch, p.cu_seqlens,
-        p.tile_offsets, dy, dhT, dx, ddt, dz, dBC, dA, dD, dh0, T, dim, N, batch * T, 1,
+        p.x, p.dt, p.A, bc, p.D, p.z, p.dt_bias, ckpt, scratch, p.cu_seqlens, p.tile_offsets, dy, dhT,
+        dx, ddt, dz, dBC, dA, dD, dh0, T, dim, N, batch * T, 1,
         HAS_DHT=dhT is not None, BT=bt, BD=bd, BN=bn, GROUP=group, V=v, LOG_V=v.bit_length() - 1,
         num_warps=knobs.SEQ_BWD_WARPS, **p.flags(),
     )
