@@ -67,7 +67,7 @@ def _chunk_fwd_kernel(
     """Per segment ``i_s``: the state at its end from a zero state, ``h_loc [S, D, N]``, and ``sum_t delta_t``,
     ``delta_sum [S, D]``; laid out as :func:`.triton_sequential._seq_fwd_kernel` (one channel per thread)."""
     i_d, i_s = tl.program_id(0), tl.program_id(1)
-    bos, eos, _ = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, BT)
+    bos, eos, _first_tile = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, BT)
     o_d = i_d * BD + tl.arange(0, BD)
     o_c = o_d * one
     m_d = o_d < D
@@ -108,7 +108,7 @@ def _chunk_bwd_kernel(
     """Per segment ``i_s``: the gradient at its start from a zero gradient at its end, ``q_loc [S, D, N]``
     (``q_t = a_t (C_t dy'_t + q_{t+1})`` walked back, ``dy' = dy silu(z)``), and ``sum_t delta_t``."""
     i_d, i_s = tl.program_id(0), tl.program_id(1)
-    bos, eos, _ = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, BT)
+    bos, eos, _first_tile = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, BT)
     o_d = i_d * BD + tl.arange(0, BD)
     o_c = o_d * one
     m_d = o_d < D
