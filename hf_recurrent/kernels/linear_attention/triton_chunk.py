@@ -72,17 +72,12 @@ _KEY_STATE = _KEY + ["BK", "BV"]
 _KEY_SUB = ["H", "K", "V"]  # the sub-chunk kernels are vector decay only (Triton >= 3.7 checks keys are arguments)
 # Output and gradient kernels (whole chunks of 64 rows) also tune their key/value tiles (BK, BV): wider float32
 # tiles spill registers. Under the interpreter, 16-wide tiles: several tiles per head dim, so the loops over them are
-# tested.
-_CHUNK_CONFIGS = (
-    [triton.Config({"BK": 16, "BV": 16})]
-    if triton_interpreting()
-    else [
-        triton.Config({"BK": bk, "BV": bv}, num_warps=w, num_stages=s)
-        for bk, bv, w, s in (
-            (32, 32, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (64, 64, 8, 1), (64, 64, 8, 2), (64, 128, 8, 2),
-        )
-    ][: None if autotuning() else 1]  # (32, 32) tiles never spill
-)
+# tested. On a GPU every candidate is kept and ``_prune_chunk`` picks (one of) them per call shape and dtype.
+_CHUNK_CANDIDATES = [
+    triton.Config({"BK": bk, "BV": bv}, num_warps=w, num_stages=s)
+    for bk, bv, w, s in ((32, 32, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (64, 64, 8, 1), (64, 64, 8, 2), (64, 128, 8, 2))
+]
+_CHUNK_CONFIGS = [triton.Config({"BK": 16, "BV": 16})] if triton_interpreting() else _CHUNK_CANDIDATES
 # The sub-chunk kernels of vector decay (16 rows at a time; chunks of strong decay only, rarely taken): one setting.
 _SUB_CONFIGS = (
     [triton.Config({"BK": 16, "BV": 16})]
@@ -92,10 +87,11 @@ _SUB_CONFIGS = (
 
 
 def _prune_chunk(configs, named_args, **kwargs):
-    """Tiles no wider than needed."""
+    """Tiles no wider than needed; the first of those only, unless autotuning."""
     bk_cap = max(_block(kwargs["K"]), 32)
     bv_cap = max(_block(kwargs["V"]), 32)
-    return [c for c in configs if c.kwargs["BK"] <= bk_cap and c.kwargs["BV"] <= bv_cap] or configs[:1]
+    kept = [c for c in configs if c.kwargs["BK"] <= bk_cap and c.kwargs["BV"] <= bv_cap] or configs[:1]
+    return kept if autotuning() else kept[:1]
 
 
 @triton.jit
