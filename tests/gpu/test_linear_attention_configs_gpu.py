@@ -4,7 +4,8 @@ The output and gradient kernels are tuned over ``triton_chunk._CHUNK_CANDIDATES`
 pipeline stages); ``_prune_chunk`` decides which candidates a call shape and dtype may use. Here each candidate is
 forced in turn at K = 64, 128 and 256 (V = 128, 2 x 300 tokens: a ragged last chunk), in bf16 and float32, with slow
 (GLA-like) and fast decays (which send chunks down the sub-chunk path), and its outputs and every gradient are
-compared with the float32 PyTorch reference. Every candidate's error is printed (``-s``); the test fails if a
+compared with the float32 PyTorch reference, and so is the output of an inference call (no gradient, no initial or
+final state). Every candidate's error is printed (``-s``); the test fails if a
 candidate the prune keeps is wrong. Bounds as in ``test_linear_attention_gpu.py``: bf16 1e-2, float32 2e-3
 (``dg`` twice that).
 
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 B, T, H, V = 2, 300, 4, 128
 TOL = {torch.bfloat16: 1e-2, torch.float32: 2e-3}
-NAMES = ["o", "final_state", "dq", "dk", "dv", "dg", "dh0"]
+NAMES = ["o", "final_state", "dq", "dk", "dv", "dg", "dh0", "o_inference"]
 CHUNK_KERNELS = [tc._fwd_o_kernel, tc._bwd_kernel, tc._bwd_dv_kernel]
 
 
@@ -37,6 +38,12 @@ def _run(inputs, grads, backend: str, upcast: bool) -> list[torch.Tensor]:
                                    backend=backend)
     torch.autograd.backward((o, ht), (grads[0].to(o.dtype), grads[1]))
     return [o, ht] + [x.grad for x in leaves]
+
+
+@torch.no_grad()
+def _inference(q, k, v, g, backend: str) -> torch.Tensor:
+    """Output without gradients, initial or final state (what a prefill runs: other kernel specialisations)."""
+    return gated_linear_attention(q, k, v, g, scale=q.shape[-1] ** -0.5, backend=backend)[0]
 
 
 def _errors(got: list[torch.Tensor], ref: list[torch.Tensor]) -> dict[str, float]:
@@ -59,7 +66,7 @@ def test_every_launch_setting(K: int, dtype: torch.dtype, decay_scale: float, mo
     grads = (torch.randn(B, T, H, V, device="cuda", generator=gen).to(dtype),
              torch.randn(B, H, K, V, device="cuda", generator=gen))
     inputs = (q, k, v, g, h0)
-    ref = _run(inputs, grads, "reference", upcast=True)
+    ref = _run(inputs, grads, "reference", upcast=True) + [_inference(q.float(), k.float(), v.float(), g, "reference")]
     monkeypatch.setattr(tc, "autotuning", lambda: True)  # every setting an autotuning run may pick
     kept = tc._prune_chunk(tc._CHUNK_CANDIDATES, {"k": k}, K=K, V=V)
     saved = [(kern.configs, kern.cache) for kern in CHUNK_KERNELS]
@@ -68,7 +75,8 @@ def test_every_launch_setting(K: int, dtype: torch.dtype, decay_scale: float, mo
         for cfg in tc._CHUNK_CANDIDATES:
             for kern in CHUNK_KERNELS:
                 kern.configs, kern.cache = [cfg], {}
-            errors = _errors(_run(inputs, grads, "triton", upcast=False), ref)
+            got = _run(inputs, grads, "triton", upcast=False) + [_inference(q, k, v, g, "triton")]
+            errors = _errors(got, ref)
             worst = max(e / (2 if n == "dg" else 1) for n, e in errors.items())
             ok = worst <= TOL[dtype]
             lines.append(f"  {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: worst {worst:.2e} "

@@ -41,25 +41,36 @@ PATHS = {  # forward designs of the Triton backend: module knobs of hf_recurrent
     "resident": {"RESIDENT": True, "RESIDENT_MAX_D": 256},  # float32 R of heads up to 128 (bf16's default: 128)
     "tiled": {"RESIDENT": False},
     "tiled-columns16": {"RESIDENT": False, "SPLIT_BLOCK_D": 16},  # heads > 64: column tiles of 16, reduction of 64
+    # The split-resident forward (triton_split), forced where the interpreter never splits heads: a head of one
+    # column tile in one launch over the sequence; several column tiles in one launch per step (its docstring).
+    "split-resident": {"RESIDENT": False, "SPLIT_RESIDENT": "always"},
+    "split-resident-columns16": {"RESIDENT": False, "SPLIT_RESIDENT": "always", "SPLIT_BLOCK_D": 16},
 }
 
 
 @pytest.fixture
 def kernel_path(request, monkeypatch) -> SimpleNamespace:
     """Sets the forward design ``request.param`` (a key of PATHS); ``.tiles`` records the tile ``BD`` of each call
-    that went to the resident forward."""
+    that went to the resident forward, ``.split_tiles`` the column tile ``BN`` of each that went to the
+    split-resident one."""
     from hf_recurrent.kernels.rnn_cells import triton as triton_impl
 
     for name, value in PATHS[request.param].items():
         monkeypatch.setattr(triton_impl, name, value)
-    path = SimpleNamespace(name=request.param, tiles=[])
+    path = SimpleNamespace(name=request.param, tiles=[], split_tiles=[])
     resident_forward = triton_impl.resident_forward
+    split_resident_forward = triton_impl.split_resident_forward
 
     def spy(cell, gx, R, rbias, state0, keep, store_all, block_d, num_warps):
         path.tiles.append(block_d)
         return resident_forward(cell, gx, R, rbias, state0, keep, store_all, block_d, num_warps)
 
+    def split_spy(*args, **kwargs):
+        path.split_tiles.append(kwargs["BN"])
+        return split_resident_forward(*args, **kwargs)
+
     monkeypatch.setattr(triton_impl, "resident_forward", spy)
+    monkeypatch.setattr(triton_impl, "split_resident_forward", split_spy)
     return path
 
 
@@ -67,10 +78,16 @@ def kernel_path(request, monkeypatch) -> SimpleNamespace:
 @pytest.mark.parametrize(
     "B,T,H,D,padded,kernel_path",
     [(3, 6, 2, 20, False, "resident"), (3, 6, 2, 20, True, "resident"), (3, 6, 2, 20, True, "tiled"),
-     (2, 5, 1, 72, True, "resident"), (2, 5, 1, 72, True, "tiled"), (2, 5, 1, 72, True, "tiled-columns16")],
+     (2, 5, 1, 72, True, "resident"), (2, 5, 1, 72, True, "tiled"), (2, 5, 1, 72, True, "tiled-columns16"),
+     (3, 6, 2, 20, True, "split-resident"), (2, 5, 2, 72, True, "split-resident"),
+     (2, 5, 1, 72, True, "split-resident-columns16")],
     ids=["one-tile", "one-tile-padded", "one-tile-padded-tiled",  # D = 20 runs in a masked tile of 32
-         "D72-padded", "D72-padded-tiled", "D72-padded-columns16"],  # resident: a masked tile of 128;
-    indirect=["kernel_path"],  # tiled: 2 x 2 tiles of 64, or 5 column tiles of 16 by 2 reduction tiles of 64
+         "D72-padded", "D72-padded-tiled", "D72-padded-columns16",  # resident: a masked tile of 128; tiled: 2 x 2
+         # tiles of 64, or 5 column tiles of 16 by 2 reduction tiles of 64. Split-resident: D = 20 one column tile
+         # of 32 (one launch for the sequence); D = 72 (two heads) 3 column tiles of 32, the last masked, or 5 of 16,
+         # each by 2 key tiles of 64 (one launch per step)
+         "one-tile-padded-split-resident", "D72-padded-split-resident", "D72-padded-split-resident-columns16"],
+    indirect=["kernel_path"],
 )
 def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded, kernel_path):
     """Outputs, final state and every gradient (``gx``, ``R``, the recurrent bias, the initial state) against the
@@ -102,6 +119,8 @@ def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded
     assert torch.equal(y, tri[0]) and torch.equal(final, tri[1])
     block = max(16, 1 << (D - 1).bit_length())
     assert kernel_path.tiles == ([block] * 2 if kernel_path.name == "resident" else [])  # training, inference
+    split_block = {"split-resident": 32 if D > 64 else block, "split-resident-columns16": 16}.get(kernel_path.name)
+    assert kernel_path.split_tiles == ([split_block] * 2 if split_block else [])
 
 
 def test_forward_design_by_head_size_and_dtype(monkeypatch):

@@ -1,27 +1,31 @@
 """Triton kernels for the non-linear cells: the whole sequence in one launch, forward and backward.
 
-Forward, two designs (:func:`_forward` picks):
+Forward, three designs (:func:`_forward` picks):
 
 * heads up to :data:`RESIDENT_MAX_D` (128 for 16-bit weights, 64 for float32), each one tile: the register-resident
   kernel of :mod:`.triton_resident` (recurrent weights loaded once, state carried in registers, gate inputs
   prefetched one step ahead);
-* otherwise (or with :data:`RESIDENT` off) the tiled kernel here. Grid: one program per (block of ``BB`` batch
-  rows, head, share of the head's output columns). A program walks over time; at each step it forms the recurrent
-  pre-activations ``y_{t-1} R_g`` with ``tl.dot`` over tiles of ``BK`` reduction rows by ``BN`` output columns of
-  the head's recurrent matrices (re-read from L1/L2 every step), applies the cell's point-wise update in float32
-  and writes the new state. The previous output ``y_{t-1}`` is read back from the state buffer written one step
-  earlier (a ``debug_barrier`` separates the steps), so any head size works. On a GPU, a head wider than one tile
-  is split over one program per ``BN`` (:data:`SPLIT_BLOCK_D`) output columns when the whole grid fits on the
-  multiprocessors at once (FlashRNN's multi-block heads): those programs meet at a grid barrier (an atomic counter)
-  after every step and exchange ``y`` through L2. Under the interpreter (programs run one after another) heads are
-  never split.
+* heads split over programs (below) whose slice of ``R`` fits registers: the split-resident kernel of
+  :mod:`.triton_split` (:data:`SPLIT_RESIDENT`: each program loads its columns of ``R`` once, carries its state in
+  registers, prefetches the gate inputs, and exchanges ``y`` through memory with a grid barrier per step);
+* otherwise (or with :data:`RESIDENT` / :data:`SPLIT_RESIDENT` off) the tiled kernel here. Grid: one program per
+  (block of ``BB`` batch rows, head, share of the head's output columns). A program walks over time; at each step it
+  forms the recurrent pre-activations ``y_{t-1} R_g`` with ``tl.dot`` over tiles of ``BK`` reduction rows by ``BN``
+  output columns of the head's recurrent matrices (re-read from L1/L2 every step), applies the cell's point-wise
+  update in float32 and writes the new state. The previous output ``y_{t-1}`` is read back from the state buffer
+  written one step earlier (a ``debug_barrier`` separates the steps), so any head size works. On a GPU, a head wider
+  than one tile is split over one program per ``BN`` (:data:`SPLIT_BLOCK_D`) output columns when the whole grid fits
+  on the multiprocessors at once (FlashRNN's multi-block heads): those programs meet at a grid barrier (an atomic
+  counter) after every step and exchange ``y`` through L2. Under the interpreter (programs run one after another)
+  heads are never split.
 
 Backward walks the sequence in reverse: phase 1 recomputes each step's gates from the stored state and
 pre-activations and writes the gate gradients; phase 2 forms ``dy_{t-1} += sum_g dP_g R_g^T``. The weight
 gradients ``dR = sum_{b,t} y_{t-1}^T dP_t`` are one batched matmul in PyTorch afterwards.
 
 Knobs, module attributes read at every call (the benchmark times the alternatives): :data:`RESIDENT`,
-:data:`RESIDENT_MAX_D`, :data:`RESIDENT_NUM_WARPS`, :data:`SPLIT_BLOCK_D`.
+:data:`RESIDENT_MAX_D`, :data:`RESIDENT_NUM_WARPS`, :data:`SPLIT_BLOCK_D`, :data:`SPLIT_RESIDENT`,
+:data:`SPLIT_RESIDENT_MAX_BYTES`, :data:`SPLIT_RESIDENT_NUM_WARPS`.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ import triton.language as tl
 
 from ..backend import triton_interpreting
 from .reference import CELLS
-from .triton_common import (_CELL_IDS, _cell_update, _gate_ptrs, _keep_state, _load_gates, _load_state, _logsigmoid,
-                            _precision, _sigmoid, _state_ptrs, _store_gates, _store_state, _tanh)
+from .triton_common import (_CELL_IDS, _cell_update, _gate_ptrs, _grid_barrier, _keep_state, _load_gates,
+                            _load_state, _logsigmoid, _precision, _sigmoid, _state_ptrs,
+                            _store_gates, _store_state, _tanh)
 from .triton_resident import resident_forward, resident_warps
+from .triton_split import split_resident_bytes, split_resident_forward, split_resident_warps
 
 RESIDENT = True
 """Whether heads of one tile use the register-resident forward (False: the tiled forward for every head size)."""
@@ -48,26 +54,25 @@ the largest whose ``R_g`` tile has as many bytes (64)."""
 RESIDENT_NUM_WARPS: int | None = None
 """Warps per program of the resident forward; None: :func:`.triton_resident.resident_warps`."""
 
-SPLIT_BLOCK_D = 64
+SPLIT_BLOCK_D = 32
 """Output columns per tile (16, 32 or 64) of heads wider than one tile of 64: the share of one program when such a
-head is split (fewer columns: more programs, each reading less of ``R`` per step, which can then stay in L1)."""
+head is split (fewer columns: more programs, each reading less of ``R`` per step, which can then stay in L1). 32:
+the fastest measured at heads of 256 and 768 (bf16, H200), forward and forward+backward."""
 
+SPLIT_RESIDENT: bool | str = True
+"""Whether split heads (forward) run on the split-resident kernel of :mod:`.triton_split` (each program's slice
+of ``R`` loaded once, in registers) rather than the tiled one, where the slice has at most
+:data:`SPLIT_RESIDENT_MAX_BYTES`. ``"always"`` (tests): every head the resident forward does not take, split or not
+(under the interpreter, or a grid too large for the GPU), at any slice size; a head of several column tiles that is
+not split then runs one launch per time step."""
 
-@triton.jit
-def _grid_barrier(counter, target):
-    """Wait until the ``NSPLIT`` programs of one head have all arrived (``target`` arrivals in total so far).
+SPLIT_RESIDENT_MAX_BYTES = 768 * 4 * 32 * 2
+"""Largest ``R`` slice (``D`` x 4 gates x ``BN`` columns) a program of the split-resident forward holds: that of a
+bf16 head of 768 in column tiles of 32 (192 KiB, ~96 registers a thread at 16 warps). Float32 heads of 768 take it
+with column tiles of 16 only."""
 
-    All of them are resident at once (the launch checks that the grid fits the GPU's multiprocessors); states they
-    exchange are read with ``.cg`` loads (L2, coherent across multiprocessors). The spin is bounded, so a broken
-    assumption gives wrong numbers (which the tests catch) rather than a hang.
-    """
-    tl.atomic_add(counter, 1, sem="release", scope="gpu")
-    seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
-    spins = 0
-    while (seen < target) & (spins < 1_048_576):  # legitimate waits are a few microseconds; this is ~0.5 s
-        seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
-        spins += 1
-    tl.debug_barrier()
+SPLIT_RESIDENT_NUM_WARPS: int | None = None
+"""Warps per program of the split-resident forward; None: :func:`.triton_split.split_resident_warps`."""
 
 
 @triton.jit
@@ -288,6 +293,15 @@ def _resident_block(D: int, R: torch.Tensor) -> int | None:
     return block
 
 
+def _split_resident(D: int, R: torch.Tensor, ls: _Launch) -> bool:
+    """Whether the forward runs on the split-resident kernel (:data:`SPLIT_RESIDENT`): a head split over programs
+    whose ``R`` slice has at most :data:`SPLIT_RESIDENT_MAX_BYTES`, or with ``"always"`` any head past one tile."""
+    if SPLIT_RESIDENT == "always":
+        return True
+    return (bool(SPLIT_RESIDENT) and ls.split > 1
+            and split_resident_bytes(D, ls.BN, ls.BK, R.element_size()) <= SPLIT_RESIDENT_MAX_BYTES)
+
+
 def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor | None, state0: torch.Tensor,
              keep: torch.Tensor | None, store_all: bool) -> tuple[torch.Tensor, ...]:
     """``(y, final state, S, P)``: the states ``S`` and pre-activations ``P`` are those the backward reads when
@@ -299,6 +313,10 @@ def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor |
     B, T, H, G, D = gx.shape
     NS = CELLS[cell][1]
     ls = _launch_shape(B, H, D, gx.device)
+    if _split_resident(D, R, ls):
+        warps = SPLIT_RESIDENT_NUM_WARPS or split_resident_warps(ls.BN)
+        return split_resident_forward(cell, gx, R, rbias, state0, keep, store_all, BB=ls.BB, BN=ls.BN, BK=ls.BK,
+                                      split=ls.split > 1, num_warps=warps)
     # Split heads exchange y through memory: every step then writes fresh addresses (all T + 1 state slots), so no
     # multiprocessor can hold a stale L1 copy of a state another one writes later.
     store_all = store_all or ls.split > 1

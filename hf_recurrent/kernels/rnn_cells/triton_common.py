@@ -1,8 +1,8 @@
 r"""What the cells' Triton kernels share: activations, pointers into the gate and state tensors, one step's
-point-wise update of each cell, and two host helpers.
+point-wise update of each cell, the grid barrier of split heads, and two host helpers.
 
 A module of its own so that :mod:`.triton` (the tiled forward, the backward, autograd) imports the
-register-resident forward (:mod:`.triton_resident`), which imports these, without a cycle.
+register-resident forwards (:mod:`.triton_resident`, :mod:`.triton_split`), which import these, without a cycle.
 
 Layouts (all contiguous): gates ``GX``, ``P`` ``[B, T, H, G, D]``; states ``S`` ``[slots, B, NS, H, D]`` float32
 (slot ``t`` holds the state before step ``t``; state index 0 is ``y``, then ``c``, ``n``, ``m`` as the cell has
@@ -117,6 +117,23 @@ def _cell_update(CELL: tl.constexpr, x0, x1, x2, x3, a0, a1, a2, a3, h, c, n, m)
         h = _sigmoid(x3 + a3) * c / n
         m = m_new
     return h, c, n, m
+
+
+@triton.jit
+def _grid_barrier(counter, target):
+    """Wait until the ``NSPLIT`` programs of one head have all arrived (``target`` arrivals in total so far).
+
+    All of them are resident at once (the launch checks that the grid fits the GPU's multiprocessors); states they
+    exchange are read with ``.cg`` loads (L2, coherent across multiprocessors). The spin is bounded, so a broken
+    assumption gives wrong numbers (which the tests catch) rather than a hang.
+    """
+    tl.atomic_add(counter, 1, sem="release", scope="gpu")
+    seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+    spins = 0
+    while (seen < target) & (spins < 1_048_576):  # legitimate waits are a few microseconds; this is ~0.5 s
+        seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+        spins += 1
+    tl.debug_barrier()
 
 
 @triton.jit
