@@ -197,3 +197,28 @@ def test_chunk_triton_accepts_a_broadcast_decay():
     ro, rs = gated_linear_attention(q, k, v, g.contiguous(), output_final_state=True, backend="reference")
     torch.testing.assert_close(o, ro, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(s, rs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("autotune", [True, False])
+def test_launch_settings_kept_per_call(monkeypatch, autotune: bool) -> None:
+    """``_prune_chunk``: tiles no wider than the head; a 16-bit forward without ``STORE_A`` on 8 warps only (its
+    4-warp builds were wrong on an H200 with Triton 3.6, see ``tests/gpu/test_linear_attention_configs_gpu.py``);
+    one setting without autotuning."""
+    from hf_recurrent.kernels.linear_attention import triton_chunk as tc
+
+    monkeypatch.setattr(tc, "autotuning", lambda: autotune)
+
+    def kept(K, V, dtype, store_a):
+        k = torch.zeros(1, dtype=dtype)
+        return tc._prune_chunk(tc._CHUNK_CANDIDATES, {"k": k}, K=K, V=V, STORE_A=store_a)
+
+    for K, V in ((32, 64), (64, 128), (128, 128), (256, 512)):
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            for store_a in (True, False, None):
+                configs = kept(K, V, dtype, store_a)
+                assert configs and len(configs) == (len(configs) if autotune else 1)
+                assert all(c.kwargs["BK"] <= max(K, 32) and c.kwargs["BV"] <= max(V, 32) for c in configs)
+                if store_a is False and dtype != torch.float32:
+                    assert all(c.num_warps == 8 for c in configs)
+    assert any(c.num_warps == 4 for c in kept(64, 128, torch.bfloat16, True))
+    assert any(c.num_warps == 4 for c in kept(64, 128, torch.float32, False))
