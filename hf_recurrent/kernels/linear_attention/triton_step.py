@@ -1,7 +1,7 @@
 r"""Fused one-token decode step of gated linear attention (Triton).
 
 Per head: ``S <- diag(exp(g)) S + k^T v`` then ``o = scale * q S``, with ``S`` ``[K, V]`` float32 updated in place.
-One program per (batch, head, block of ``V``): it reads its ``[K, BV]`` slice of the state once, writes it back once.
+One program per (batch x head, block of ``V``): it reads its ``[K, BV]`` slice of the state once, writes it back once.
 No host synchronisation and no allocation besides the output, so the step can be captured in a CUDA graph.
 """
 
@@ -19,7 +19,7 @@ def _step_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DECAY: tl.constexpr,
 ):
     """``DECAY``: 0 none, 1 one log decay per head, 2 one per key."""
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     kk = tl.arange(0, BK)
     vv = i_v * BV + tl.arange(0, BV)
@@ -65,7 +65,8 @@ def recurrent_gla_step(
     o = torch.empty(B, H, V, device=v.device, dtype=v.dtype)
     BK = max(triton.next_power_of_2(K), 16)
     BV = min(max(triton.next_power_of_2(V), 16), 64 if BK <= 128 else 32)
-    _step_kernel[(triton.cdiv(V, BV), B * H)](
+    # batch x heads on the first grid axis: the second allows 65535 programs (GateLoop: 2048 heads x batch 64)
+    _step_kernel[(B * H, triton.cdiv(V, BV))](
         q, k, v, g, state, o, scale,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), g.stride(0), g.stride(1),
         H=H, K=K, V=V, BK=BK, BV=BV, DECAY=decay,
