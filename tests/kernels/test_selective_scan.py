@@ -240,15 +240,14 @@ def test_chunked_sequential_packed_sequences(fwd_tile, block_t, chunk, monkeypat
 
 
 def test_chunked_sequential_automatic_length(monkeypatch, chunk_lengths):
-    """``SEQ_CHUNK = None`` picks the chunk length from the grid: packed sequences of 50 and 10 steps, 6 channels.
-    Aiming at 16 programs (at least 4 steps a chunk): the forward's 2 blocks x 2 sequences get 120 / 16 = 8 steps
-    a program, so the 50 steps in 7 chunks of 8; the backward's single block gets 60 / 16 -> 4. Aiming at 4: the
-    forward's 4 programs are not under half of that, the backward's 2 are: 15 steps a program, the 50 in 4 chunks of
-    13 -> 16 (a multiple of the 4-step tile). On the CPU by default: no chunking."""
+    """``SEQ_CHUNK = None`` chunks into ``SEQ_CHUNK_AUTO`` steps when the grid has fewer than
+    ``SEQ_CHUNK_PROGRAMS`` programs: packed sequences of 50 and 10 steps, 6 channels; the forward's grid is
+    2 blocks x 2 sequences, the backward's 1 x 2. Under 5: both chunk (8 steps); under 3: the backward only; on the
+    CPU by default: neither."""
     _chunked(monkeypatch, 4, 4, None)
-    monkeypatch.setattr(triton_impl, "SEQ_CHUNK_MIN", 4)
+    monkeypatch.setattr(triton_impl, "SEQ_CHUNK_AUTO", 8)
     inputs, cu = _inputs(1, 60, 6, 4, 2, seed=12), torch.tensor([0, 50, 60])
-    for programs, lengths in ((16, [8, 4]), (4, [16]), (None, [])):
+    for programs, lengths in ((5, [8, 8]), (3, [8]), (None, [])):
         monkeypatch.setattr(triton_impl, "SEQ_CHUNK_PROGRAMS", programs)
         chunk_lengths.clear()
         _compare(inputs, (), True, cu)
