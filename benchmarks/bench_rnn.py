@@ -6,7 +6,8 @@
    head size 768), and the PyTorch loop (our reference backend: one batched matmul and the point-wise cell per
    step, as FlashRNN's "vanilla" backend). Goal: faster than cuDNN at every head size and >= 50x the loop.
    Ours is timed in every forward design that applies (:func:`_designs`: the tiled kernel, the register-resident
-   one, column tiles of 16/32/64 for split heads; knobs of ``hf_recurrent.kernels.rnn_cells.triton``), all
+   one, column tiles of 16/32 for split heads (64 only up to heads of 128), and at heads of 256 and 768 the
+   split-resident kernel in column tiles of 16/32; knobs of ``hf_recurrent.kernels.rnn_cells.triton``), all
    recorded under ``designs``; the row's ``ours_*`` are the best of them, named in ``ours_*_design``
    (``default_design``: the one the default knobs pick).
 2. minGRU's scan ``h_t = a_t h_{t-1} + b_t`` (bf16, B = 16, 1536 channels) at T = 512 and 4096: our Triton scan
@@ -94,14 +95,19 @@ def _cudnn():
 
 def _designs(head_dim: int) -> dict[str, dict]:
     """The forward designs that apply at ``head_dim``, as the module knobs that select them."""
-    designs = {"tiled": {"RESIDENT": False, "SPLIT_BLOCK_D": 64}}
-    if head_dim <= 128:
+    designs = {}
+    if head_dim <= 128:  # (wider heads in column tiles of 64 measured slowest: 6.25 / 10.42 ms at 256 / 768, H200)
+        designs["tiled"] = {"RESIDENT": False, "SPLIT_RESIDENT": False, "SPLIT_BLOCK_D": 64}
         designs["resident"] = {"RESIDENT": True, "RESIDENT_MAX_D": 128, "RESIDENT_NUM_WARPS": None}
     if head_dim == 128:  # the register budget is tightest here: 8 warps (the default) or 16
         designs["resident_16warps"] = {"RESIDENT": True, "RESIDENT_MAX_D": 128, "RESIDENT_NUM_WARPS": 16}
     if head_dim > 64:  # column tiles of split heads
         for columns in (32, 16):
-            designs[f"tiled_columns{columns}"] = {"RESIDENT": False, "SPLIT_BLOCK_D": columns}
+            designs[f"tiled_columns{columns}"] = {"RESIDENT": False, "SPLIT_RESIDENT": False, "SPLIT_BLOCK_D": columns}
+    if head_dim > 128:  # split heads with each program's slice of R in registers (triton_split)
+        for columns in (32, 16):
+            designs[f"split_resident_columns{columns}"] = {"SPLIT_RESIDENT": True, "SPLIT_BLOCK_D": columns,
+                                                           "SPLIT_RESIDENT_NUM_WARPS": None}
     return designs
 
 
@@ -118,7 +124,12 @@ def _knobs(values: dict) -> Iterator[None]:
 
 
 def _default_design(head_dim: int) -> str:
-    return "resident" if rnn_triton._resident_block(head_dim, torch.empty(0, dtype=torch.bfloat16)) else "tiled"
+    if rnn_triton._resident_block(head_dim, torch.empty(0, dtype=torch.bfloat16)):
+        return "resident"
+    columns = rnn_triton.SPLIT_BLOCK_D
+    if head_dim > 128 and rnn_triton.SPLIT_RESIDENT:  # split at B = 16 (the grid fits), bf16 slice <= 192 KiB
+        return f"split_resident_columns{columns}"
+    return "tiled" if columns == 64 else f"tiled_columns{columns}"
 
 
 def bench_lstm() -> dict:

@@ -5,8 +5,9 @@ Cells: hidden 768 in heads of 64, 128, 256 and 768 (FlashRNN's setup), B = 16, T
 float32 on the same (bf16-rounded) inputs. Tolerances on ``|a - b| / |b|``: float32 1e-4 (IEEE dots in the kernel,
 summation order differs), bf16 3e-2 (the kernel feeds y_{t-1} to the recurrent matmul in bf16 at every step, the
 reference keeps float32; the rounding compounds over T steps); gradients twice that (sums over B and T). The forward
-designs (module knobs of ``hf_recurrent.kernels.rnn_cells.triton``): the defaults at every head size, and bf16 on
-the alternatives ``benchmarks/bench_rnn.py`` times.
+designs (module knobs of ``hf_recurrent.kernels.rnn_cells.triton``): the defaults at every head size, bf16 on the
+alternatives ``benchmarks/bench_rnn.py`` times, and the split-resident forward of split heads (256, 768) in column
+tiles of 16 and 32, bf16 and float32.
 """
 
 from __future__ import annotations
@@ -54,15 +55,16 @@ def _check_cell(cell, head_dim, dtype):
 @pytest.mark.parametrize("head_dim", [64, 128, 256, 768])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_cell_kernel_matches_reference(cell, head_dim, dtype):
-    """Default designs: the register-resident forward for heads of 64 (and 128 in bf16), tiled and split above."""
+    """Default designs: the register-resident forward for heads of 64 (and 128 in bf16), split above: bf16 on the
+    split-resident forward (column tiles of 32), float32 on the tiled one."""
     _check_cell(cell, head_dim, dtype)
 
 
 OTHER_PATHS = {  # module knobs of hf_recurrent.kernels.rnn_cells.triton
     "tiled": {"RESIDENT": False},
     "resident-16warps": {"RESIDENT_NUM_WARPS": 16},
-    "columns16": {"RESIDENT": False, "SPLIT_BLOCK_D": 16},
-    "columns32": {"RESIDENT": False, "SPLIT_BLOCK_D": 32},
+    "columns16": {"RESIDENT": False, "SPLIT_RESIDENT": False, "SPLIT_BLOCK_D": 16},
+    "columns32": {"RESIDENT": False, "SPLIT_RESIDENT": False, "SPLIT_BLOCK_D": 32},
 }
 
 
@@ -70,16 +72,58 @@ OTHER_PATHS = {  # module knobs of hf_recurrent.kernels.rnn_cells.triton
 @pytest.mark.parametrize(
     "head_dim,path",
     [(64, "tiled"), (128, "tiled"), (128, "resident-16warps"), (128, "columns16"), (256, "columns16"),
-     (768, "columns16"), (768, "columns32")],
+     (256, "columns32"), (768, "columns16"), (768, "columns32")],
 )
 def test_cell_kernel_other_designs(cell, head_dim, path, monkeypatch):
     """bf16 on the designs the benchmark sweeps besides the defaults: the tiled forward for one-tile heads, the
-    resident one at 16 warps, and split heads in column tiles of 16 or 32 (forward and backward)."""
+    resident one at 16 warps, and split heads on the tiled forward in column tiles of 16 or 32 (forward and
+    backward)."""
     from hf_recurrent.kernels.rnn_cells import triton as triton_impl
 
     for name, value in OTHER_PATHS[path].items():
         monkeypatch.setattr(triton_impl, name, value)
     _check_cell(cell, head_dim, torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    "head_dim,columns,dtype",
+    [(256, 16, torch.bfloat16), (256, 32, torch.bfloat16), (768, 16, torch.bfloat16), (768, 32, torch.bfloat16),
+     (256, 16, torch.float32), (256, 32, torch.float32), (768, 16, torch.float32)],
+    ids=["256-16-bf16", "256-32-bf16", "768-16-bf16", "768-32-bf16", "256-16-fp32", "256-32-fp32", "768-16-fp32"],
+)
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_cell_kernel_split_resident(cell, head_dim, columns, dtype, monkeypatch):
+    """The split-resident forward (each program's slice of R in registers, a grid barrier per step) on split heads,
+    forward and the tiled backward on its stored states. bf16 is the default design; float32 (by default on the
+    tiled forward) is forced (``SPLIT_RESIDENT = "always"``) to check correctness however much its registers spill,
+    except heads of 768 in tiles of 32 (a slice of 384 KiB, the longest compile)."""
+    from hf_recurrent.kernels.rnn_cells import triton as triton_impl
+
+    monkeypatch.setattr(triton_impl, "SPLIT_RESIDENT", True if dtype == torch.bfloat16 else "always")
+    monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", columns)
+    calls = []
+    forward = triton_impl.split_resident_forward
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["BN"], kwargs["split"]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(triton_impl, "split_resident_forward", spy)
+    _check_cell(cell, head_dim, dtype)  # training: every state and pre-activation stored
+    assert calls == [(columns, True)]
+    # Inference: only y exchanged through memory each step, the final state stored once at the end.
+    B, T, H, G = 16, 256, 768 // head_dim, CELLS[cell][0]
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    gx = torch.randn(B, T, H, G, head_dim, device="cuda", generator=gen).to(dtype)
+    R = (torch.randn(H, G, head_dim, head_dim, device="cuda", generator=gen) * head_dim**-0.5).to(dtype)
+    keep = torch.ones(B, T, device="cuda")
+    keep[:4, :17] = 0
+    with torch.no_grad():
+        y, final = rnn_cell_scan(cell, gx, R, keep=keep, output_final_state=True, backend="triton")
+        y_ref, final_ref = rnn_cell_scan(cell, gx.float(), R.float(), keep=keep, output_final_state=True,
+                                         backend="reference")
+    assert calls == [(columns, True)] * 2
+    assert _rel(y, y_ref) < TOL[dtype] and _rel(final[:, :3], final_ref[:, :3]) < TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])

@@ -82,8 +82,8 @@ def kernel_path(request, monkeypatch) -> SimpleNamespace:
      (3, 6, 2, 20, True, "split-resident"), (2, 5, 2, 72, True, "split-resident"),
      (2, 5, 1, 72, True, "split-resident-columns16")],
     ids=["one-tile", "one-tile-padded", "one-tile-padded-tiled",  # D = 20 runs in a masked tile of 32
-         "D72-padded", "D72-padded-tiled", "D72-padded-columns16",  # resident: a masked tile of 128; tiled: 2 x 2
-         # tiles of 64, or 5 column tiles of 16 by 2 reduction tiles of 64. Split-resident: D = 20 one column tile
+         "D72-padded", "D72-padded-tiled", "D72-padded-columns16",  # resident: a masked tile of 128; tiled: 3
+         # column tiles of 32 (or 5 of 16) by 2 reduction tiles of 64. Split-resident: D = 20 one column tile
          # of 32 (one launch for the sequence); D = 72 (two heads) 3 column tiles of 32, the last masked, or 5 of 16,
          # each by 2 key tiles of 64 (one launch per step)
          "one-tile-padded-split-resident", "D72-padded-split-resident", "D72-padded-split-resident-columns16"],
@@ -124,8 +124,9 @@ def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded
 
 
 def test_forward_design_by_head_size_and_dtype(monkeypatch):
-    """Default knobs: the resident forward up to heads of 128 for 16-bit R (64 for float32), its warps, and the
-    column tile of wider heads (split over programs only on a GPU)."""
+    """Default knobs: the resident forward up to heads of 128 for 16-bit R (64 for float32), its warps, the
+    column tile of wider heads (32; split over programs only on a GPU), and which split heads take the
+    split-resident forward (16-bit R, slices up to 192 KiB: bf16 heads of 768 in tiles of 32; float32 never)."""
     from hf_recurrent.kernels.rnn_cells import triton as triton_impl
 
     bf16, fp32 = torch.empty(0, dtype=torch.bfloat16), torch.empty(0)
@@ -135,16 +136,36 @@ def test_forward_design_by_head_size_and_dtype(monkeypatch):
     assert triton_impl.resident_warps(64, 4) == 4
     monkeypatch.setattr(triton_impl, "RESIDENT", False)
     assert triton_impl._resident_block(64, bf16) is None
+    assert triton_impl.SPLIT_BLOCK_D == 32 and triton_impl.SPLIT_RESIDENT is True
+    assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 32, 64)
+    monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 64)
     assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 64, 64)
     monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 32)
-    assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 32, 64)
     assert triton_impl._launch_shape(16, 1, 40, torch.device("cpu"))[1:] == (64, 1, 16, 64, 64)  # one tile
     monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 48)
     with pytest.raises(ValueError, match="SPLIT_BLOCK_D"):
         triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))
+    # Split-resident: a GPU's launch of a split head (the CPU never splits), by head size, dtype and column tile.
+    Launch = triton_impl._Launch
+
+    def split_resident(D, R, BN, split=True):
+        tiles = -(-D // BN)
+        return triton_impl._split_resident(D, R, Launch((1, 1, tiles if split else 1), BN, tiles if split else 1,
+                                                        16, BN, 64))
+
+    assert [split_resident(D, bf16, 32) for D in (256, 768)] == [True, True]
+    assert [split_resident(D, bf16, 64) for D in (256, 768)] == [True, False]  # 768 x 4 x 64 x 2: 384 KiB
+    assert [split_resident(D, fp32, BN) for D, BN in ((256, 32), (768, 16))] == [False, False]
+    assert not split_resident(768, bf16, 32, split=False)  # not split: the tiled forward
+    assert triton_impl.split_resident_bytes(768, 32, 64, 2) == 192 * 1024
+    assert [triton_impl.split_resident_warps(BN) for BN in (16, 32, 64)] == [8, 16, 16]
+    monkeypatch.setattr(triton_impl, "SPLIT_RESIDENT", False)
+    assert not split_resident(256, bf16, 32)
+    monkeypatch.setattr(triton_impl, "SPLIT_RESIDENT", "always")
+    assert split_resident(768, fp32, 64, split=False)
 
 
-@pytest.mark.parametrize("kernel_path", ["resident", "tiled"], indirect=True)
+@pytest.mark.parametrize("kernel_path", ["resident", "tiled", "split-resident"], indirect=True)
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_triton_bf16_inputs(cell, kernel_path):
     """bfloat16 ``gx``, ``R`` and the recurrent bias (a bf16 model's; the state float32), outputs and every gradient
@@ -173,9 +194,10 @@ def test_triton_bf16_inputs(cell, kernel_path):
         assert torch.isfinite(a).all(), name
         assert _rel(a, b) < 2e-2, f"{name}: relative error {_rel(a, b):.2e}"
     assert bool(kernel_path.tiles) == (kernel_path.name == "resident")
+    assert bool(kernel_path.split_tiles) == (kernel_path.name == "split-resident")
 
 
-@pytest.mark.parametrize("kernel_path", ["resident", "tiled"], indirect=True)
+@pytest.mark.parametrize("kernel_path", ["resident", "tiled", "split-resident"], indirect=True)
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_step_equals_scan_on_both_backends(cell, kernel_path):
     gx, R, rb, s0 = _inputs(cell, 2, 4, 2, 16, seed=1)
@@ -189,6 +211,7 @@ def test_step_equals_scan_on_both_backends(cell, kernel_path):
         torch.testing.assert_close(torch.stack(ys, 1), full, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(state, final, atol=1e-6, rtol=1e-5)
     assert kernel_path.tiles == ([16] * 4 if kernel_path.name == "resident" else [])
+    assert kernel_path.split_tiles == ([16] * 4 if kernel_path.name == "split-resident" else [])
 
 
 @pytest.mark.parametrize("cell,module", [("lstm", torch.nn.LSTM), ("gru", torch.nn.GRU)])

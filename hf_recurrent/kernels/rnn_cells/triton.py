@@ -5,9 +5,9 @@ Forward, three designs (:func:`_forward` picks):
 * heads up to :data:`RESIDENT_MAX_D` (128 for 16-bit weights, 64 for float32), each one tile: the register-resident
   kernel of :mod:`.triton_resident` (recurrent weights loaded once, state carried in registers, gate inputs
   prefetched one step ahead);
-* heads split over programs (below) whose slice of ``R`` fits registers: the split-resident kernel of
-  :mod:`.triton_split` (:data:`SPLIT_RESIDENT`: each program loads its columns of ``R`` once, carries its state in
-  registers, prefetches the gate inputs, and exchanges ``y`` through memory with a grid barrier per step);
+* heads of 16-bit ``R`` split over programs (below) whose slice of ``R`` fits on the chip: the split-resident
+  kernel of :mod:`.triton_split` (:data:`SPLIT_RESIDENT`: each program loads its columns of ``R`` once, carries its
+  state in registers, prefetches the gate inputs, and exchanges ``y`` through memory with a grid barrier per step);
 * otherwise (or with :data:`RESIDENT` / :data:`SPLIT_RESIDENT` off) the tiled kernel here. Grid: one program per
   (block of ``BB`` batch rows, head, share of the head's output columns). A program walks over time; at each step it
   forms the recurrent pre-activations ``y_{t-1} R_g`` with ``tl.dot`` over tiles of ``BK`` reduction rows by ``BN``
@@ -39,8 +39,8 @@ import triton.language as tl
 from ..backend import triton_interpreting
 from .reference import CELLS
 from .triton_common import (_CELL_IDS, _cell_update, _gate_ptrs, _grid_barrier, _keep_state, _load_gates,
-                            _load_state, _logsigmoid, _precision, _sigmoid, _state_ptrs,
-                            _store_gates, _store_state, _tanh)
+                            _load_state, _logsigmoid, _precision, _sigmoid, _state_ptrs, _store_gates, _store_state,
+                            _tanh)
 from .triton_resident import resident_forward, resident_warps
 from .triton_split import split_resident_bytes, split_resident_forward, split_resident_warps
 
@@ -60,16 +60,17 @@ head is split (fewer columns: more programs, each reading less of ``R`` per step
 the fastest measured at heads of 256 and 768 (bf16, H200), forward and forward+backward."""
 
 SPLIT_RESIDENT: bool | str = True
-"""Whether split heads (forward) run on the split-resident kernel of :mod:`.triton_split` (each program's slice
-of ``R`` loaded once, in registers) rather than the tiled one, where the slice has at most
-:data:`SPLIT_RESIDENT_MAX_BYTES`. ``"always"`` (tests): every head the resident forward does not take, split or not
-(under the interpreter, or a grid too large for the GPU), at any slice size; a head of several column tiles that is
-not split then runs one launch per time step."""
+"""Whether split heads of 16-bit ``R`` run their forward on the split-resident kernel of :mod:`.triton_split` (each
+program's slice of ``R`` loaded once, kept on the chip) rather than the tiled one, where the slice has at most
+:data:`SPLIT_RESIDENT_MAX_BYTES`. Float32 ``R`` (IEEE FMA dots, twice the bytes) stays on the tiled kernel by
+default: it compiles (no spills at 256/16, 256/32, 768/16) but is unmeasured. ``"always"`` (tests):
+every head the resident forward does not take, any dtype, split or not (under the interpreter, or a grid too large
+for the GPU), any slice size; a head of several column tiles that is not split then runs one launch per time step."""
 
 SPLIT_RESIDENT_MAX_BYTES = 768 * 4 * 32 * 2
-"""Largest ``R`` slice (``D`` x 4 gates x ``BN`` columns) a program of the split-resident forward holds: that of a
-bf16 head of 768 in column tiles of 32 (192 KiB, ~96 registers a thread at 16 warps). Float32 heads of 768 take it
-with column tiles of 16 only."""
+"""Largest ``R`` slice (``D`` x 4 gates x ``BN`` columns) a program of the split-resident forward holds by default:
+that of a bf16 head of 768 in column tiles of 32 (192 KiB; Triton stages it in shared memory, which must also fit
+the GPU's per-block limit)."""
 
 SPLIT_RESIDENT_NUM_WARPS: int | None = None
 """Warps per program of the split-resident forward; None: :func:`.triton_split.split_resident_warps`."""
@@ -294,12 +295,19 @@ def _resident_block(D: int, R: torch.Tensor) -> int | None:
 
 
 def _split_resident(D: int, R: torch.Tensor, ls: _Launch) -> bool:
-    """Whether the forward runs on the split-resident kernel (:data:`SPLIT_RESIDENT`): a head split over programs
-    whose ``R`` slice has at most :data:`SPLIT_RESIDENT_MAX_BYTES`, or with ``"always"`` any head past one tile."""
+    """Whether the forward runs on the split-resident kernel (:data:`SPLIT_RESIDENT`): a head of 16-bit ``R`` split
+    over programs whose ``R`` slice has at most :data:`SPLIT_RESIDENT_MAX_BYTES`; with ``"always"`` any head the
+    resident forward does not take."""
     if SPLIT_RESIDENT == "always":
         return True
-    return (bool(SPLIT_RESIDENT) and ls.split > 1
-            and split_resident_bytes(D, ls.BN, ls.BK, R.element_size()) <= SPLIT_RESIDENT_MAX_BYTES)
+    if not SPLIT_RESIDENT or ls.split == 1 or R.element_size() != 2:
+        return False
+    size = split_resident_bytes(D, ls.BN, ls.BK, R.element_size())
+    # The compiler stages the slice in shared memory (plus ~4 KiB for the y operand): within the GPU's opt-in
+    # limit per block (227 KiB on H100/H200, 163 KiB on A100; unknown to older PyTorch: assume Hopper's).
+    props = torch.cuda.get_device_properties(R.device) if R.is_cuda else None
+    smem = getattr(props, "shared_memory_per_block_optin", 232448)
+    return size <= SPLIT_RESIDENT_MAX_BYTES and size + 8192 <= smem
 
 
 def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor | None, state0: torch.Tensor,
