@@ -40,11 +40,11 @@ def _inputs(cell, B, T, H, D, seed=0):
 PATHS = {  # forward designs of the Triton backend: module knobs of hf_recurrent.kernels.rnn_cells.triton
     "resident": {"RESIDENT": True, "RESIDENT_MAX_D": 256},  # float32 R of heads up to 128 (bf16's default: 128)
     "tiled": {"RESIDENT": False},
-    "tiled-columns16": {"RESIDENT": False, "SPLIT_BLOCK_D": 16},  # heads > 64: column tiles of 16, reduction of 64
+    "tiled-columns32": {"RESIDENT": False, "SPLIT_BLOCK_D": 32},  # heads > 64: column tiles of 32 (default 16), reduction of 64
     # The split-resident forward (triton_split), forced where the interpreter never splits heads: a head of one
     # column tile in one launch over the sequence; several column tiles in one launch per step (its docstring).
     "split-resident": {"RESIDENT": False, "SPLIT_RESIDENT": "always"},
-    "split-resident-columns16": {"RESIDENT": False, "SPLIT_RESIDENT": "always", "SPLIT_BLOCK_D": 16},
+    "split-resident-columns32": {"RESIDENT": False, "SPLIT_RESIDENT": "always", "SPLIT_BLOCK_D": 32},
 }
 
 
@@ -78,15 +78,15 @@ def kernel_path(request, monkeypatch) -> SimpleNamespace:
 @pytest.mark.parametrize(
     "B,T,H,D,padded,kernel_path",
     [(3, 6, 2, 20, False, "resident"), (3, 6, 2, 20, True, "resident"), (3, 6, 2, 20, True, "tiled"),
-     (2, 5, 1, 72, True, "resident"), (2, 5, 1, 72, True, "tiled"), (2, 5, 1, 72, True, "tiled-columns16"),
+     (2, 5, 1, 72, True, "resident"), (2, 5, 1, 72, True, "tiled"), (2, 5, 1, 72, True, "tiled-columns32"),
      (3, 6, 2, 20, True, "split-resident"), (2, 5, 2, 72, True, "split-resident"),
-     (2, 5, 1, 72, True, "split-resident-columns16")],
+     (2, 5, 1, 72, True, "split-resident-columns32")],
     ids=["one-tile", "one-tile-padded", "one-tile-padded-tiled",  # D = 20 runs in a masked tile of 32
-         "D72-padded", "D72-padded-tiled", "D72-padded-columns16",  # resident: a masked tile of 128; tiled: 3
-         # column tiles of 32 (or 5 of 16) by 2 reduction tiles of 64. Split-resident: D = 20 one column tile
-         # of 32 (one launch for the sequence); D = 72 (two heads) 3 column tiles of 32, the last masked, or 5 of 16,
+         "D72-padded", "D72-padded-tiled", "D72-padded-columns32",  # resident: a masked tile of 128; tiled: 5
+         # column tiles of 16 (or 3 of 32, the last masked) by 2 reduction tiles of 64. Split-resident: D = 20 one
+         # column tile of 32 (one launch for the sequence); D = 72 (two heads) 5 column tiles of 16, or 3 of 32,
          # each by 2 key tiles of 64 (one launch per step)
-         "one-tile-padded-split-resident", "D72-padded-split-resident", "D72-padded-split-resident-columns16"],
+         "one-tile-padded-split-resident", "D72-padded-split-resident", "D72-padded-split-resident-columns32"],
     indirect=["kernel_path"],
 )
 def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded, kernel_path):
@@ -119,7 +119,8 @@ def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded
     assert torch.equal(y, tri[0]) and torch.equal(final, tri[1])
     block = max(16, 1 << (D - 1).bit_length())
     assert kernel_path.tiles == ([block] * 2 if kernel_path.name == "resident" else [])  # training, inference
-    split_block = {"split-resident": 32 if D > 64 else block, "split-resident-columns16": 16}.get(kernel_path.name)
+    split_block = {"split-resident": 16 if D > 64 else block, "split-resident-columns32": 32 if D > 64 else block}.get(
+        kernel_path.name)
     assert kernel_path.split_tiles == ([split_block] * 2 if split_block else [])
 
 
@@ -136,8 +137,8 @@ def test_forward_design_by_head_size_and_dtype(monkeypatch):
     assert triton_impl.resident_warps(64, 4) == 4
     monkeypatch.setattr(triton_impl, "RESIDENT", False)
     assert triton_impl._resident_block(64, bf16) is None
-    assert triton_impl.SPLIT_BLOCK_D == 32 and triton_impl.SPLIT_RESIDENT is True
-    assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 32, 64)
+    assert triton_impl.SPLIT_BLOCK_D == 16 and triton_impl.SPLIT_RESIDENT is True
+    assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 16, 64)
     monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 64)
     assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 64, 64)
     monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 32)

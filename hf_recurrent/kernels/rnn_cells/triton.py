@@ -54,10 +54,12 @@ the largest whose ``R_g`` tile has as many bytes (64)."""
 RESIDENT_NUM_WARPS: int | None = None
 """Warps per program of the resident forward; None: :func:`.triton_resident.resident_warps`."""
 
-SPLIT_BLOCK_D = 32
+SPLIT_BLOCK_D = 16
 """Output columns per tile (16, 32 or 64) of heads wider than one tile of 64: the share of one program when such a
-head is split (fewer columns: more programs, each reading less of ``R`` per step, which can then stay in L1). 32:
-the fastest measured at heads of 256 and 768 (bf16, H200), forward and forward+backward."""
+head is split (fewer columns: more programs, each holding or reading less of ``R`` per step). Measured on an H200
+(bf16 LSTM, B 16, T 1024, ``benchmarks/bench_rnn.py``), forward / forward+backward ms: with the split-resident
+forward, 16 columns 2.77 / 10.36 at heads of 256 and 4.77 / 17.92 at 768, 32 columns 3.25 / 11.16 and 5.44 / 19.03;
+the tiled forward alone preferred 32 (4.52 vs 5.04 at 256)."""
 
 SPLIT_RESIDENT: bool | str = True
 """Whether split heads of 16-bit ``R`` run their forward on the split-resident kernel of :mod:`.triton_split` (each
