@@ -89,7 +89,11 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # product. Measured on an H200 (benchmarks/profile_decode.py, GLA 1.3B at batch 1): these fixed tiles stream the
 # grouped projections at 2.3 TB/s, where cuBLAS ran the same projections one by one at 1.0 TB/s; a register
 # multiply-and-sum path for a single row and autotuned tiles were slower (the step took 2.3 ms instead of 1.7).
+# The launch settings are module knobs read at call time (benchmarks/sweep_gemv.py times alternatives).
 GEMV_BLOCK_K = 256
+GEMV_BLOCK_N: int | None = None  # weight rows per program; None: 32, or 16 below GEMV_MIN_PROGRAMS 32-row blocks
+GEMV_WARPS = 4
+GEMV_STAGES = 4
 GEMV_MAX_ROWS = 16
 GEMV_MAX_WEIGHTS = 6
 GEMV_MIN_PROGRAMS = 256  # below this many 32-row blocks, 16-row blocks keep more programs streaming
@@ -144,7 +148,7 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Ten
     for start in range(0, len(weights), GEMV_MAX_WEIGHTS):
         group = [w.contiguous() for w in weights[start:start + GEMV_MAX_WEIGHTS]]
         ys = [torch.empty(M, w.shape[0], dtype=x.dtype, device=x.device) for w in group]
-        bn = 32 if sum(triton.cdiv(w.shape[0], 32) for w in group) >= GEMV_MIN_PROGRAMS else 16
+        bn = GEMV_BLOCK_N or (32 if sum(triton.cdiv(w.shape[0], 32) for w in group) >= GEMV_MIN_PROGRAMS else 16)
         ends = [0]
         for w in group:
             ends.append(ends[-1] + triton.cdiv(w.shape[0], bn))
@@ -153,7 +157,7 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Ten
             x, *group, *[group[0]] * pad, *ys, *[ys[0]] * pad, *[w.shape[0] for w in group], *[0] * pad,
             *(ends[1:] + [ends[-1]] * pad)[: GEMV_MAX_WEIGHTS - 1], M, K,
             BM=16, BN=bn, BK=min(GEMV_BLOCK_K, triton.next_power_of_2(K)), PRECISION=precision,
-            num_warps=4, num_stages=4,
+            num_warps=GEMV_WARPS, num_stages=GEMV_STAGES,
         )
         outs += ys
     return outs
