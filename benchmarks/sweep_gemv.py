@@ -42,7 +42,7 @@ def recorded_groups(arch_name: str, batch: int) -> list[tuple[torch.Tensor, list
     original = layers.linear_group
 
     def spy(x, weights):
-        seen.append((x.detach().clone(), list(weights)))
+        seen.append((x.detach().reshape(-1, x.shape[-1]).clone(), list(weights)))  # the kernel takes [rows, K]
         return original(x, weights)
 
     layers.linear_group, fused_min = spy, layers.FUSED_PROJECTIONS_MIN
@@ -91,6 +91,7 @@ def main() -> None:
                 record("grouped", step_ms(groups, gemv.linear_group), **settings)
             except Exception as err:  # noqa: BLE001 - e.g. out of shared memory; recorded
                 rows.append(dict(label="grouped", error=repr(err)[:200], **settings))
+                print(rows[-1], flush=True)
     finally:
         for name, value in defaults.items():
             setattr(gemv, name, value)
