@@ -91,9 +91,12 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # multiply-and-sum path for a single row and autotuned tiles were slower (the step took 2.3 ms instead of 1.7).
 # The launch settings are module knobs read at call time (benchmarks/sweep_gemv.py times alternatives).
 GEMV_BLOCK_K = 256
-GEMV_BLOCK_N: int | None = None  # weight rows per program; None: 32, or 16 below GEMV_MIN_PROGRAMS 32-row blocks
+# Launch settings: the best of 36 timed by benchmarks/sweep_gemv.py on the GLA 1.3B decode step's projection groups
+# (H200, bf16, batch 1): 1.71 ms a step for all of them, against 1.81 ms with 16/32-row blocks and 4 stages
+# (results/sweep_gemv_gla_NVIDIA_H200.json); the CUDA-graph step went from 1.74 to 1.64 ms.
+GEMV_BLOCK_N: int | None = 64  # weight rows per program; None: 32, or 16 below GEMV_MIN_PROGRAMS 32-row blocks
 GEMV_WARPS = 4
-GEMV_STAGES = 4
+GEMV_STAGES = 3
 GEMV_MAX_ROWS = 16
 GEMV_MAX_WEIGHTS = 6
 GEMV_MIN_PROGRAMS = 256  # below this many 32-row blocks, 16-row blocks keep more programs streaming
