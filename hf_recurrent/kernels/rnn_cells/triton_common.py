@@ -141,3 +141,14 @@ def _keep_state(keep, h, c, n, m, h_old, c_old, n_old, m_old):
     """Where ``keep`` (``[BB, 1]``) is false (padding) the old state carries over."""
     return (tl.where(keep, h, h_old), tl.where(keep, c, c_old), tl.where(keep, n, n_old),
             tl.where(keep, m, m_old))
+
+
+@triton.jit
+def _next_state(CELL: tl.constexpr, HAS_KEEP: tl.constexpr, keep, x0, x1, x2, x3, a0, a1, a2, a3, h, c, n, m):
+    """:func:`_cell_update` from gate inputs ``x_g`` of any float dtype; with ``HAS_KEEP``, rows whose ``keep``
+    (``[BB]``) is 0 (padding) keep their old state."""
+    h_new, c_new, n_new, m_new = _cell_update(
+        CELL, x0.to(tl.float32), x1.to(tl.float32), x2.to(tl.float32), x3.to(tl.float32), a0, a1, a2, a3, h, c, n, m)
+    if HAS_KEEP:
+        h_new, c_new, n_new, m_new = _keep_state(keep[:, None] > 0.5, h_new, c_new, n_new, m_new, h, c, n, m)
+    return h_new, c_new, n_new, m_new

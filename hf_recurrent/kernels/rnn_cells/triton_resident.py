@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .reference import CELLS
-from .triton_common import (_CELL_IDS, _cell_update, _keep_state, _load_gates, _load_state, _precision, _store_gates,
+from .triton_common import (_CELL_IDS, _load_gates, _load_state, _next_state, _precision, _store_gates,
                             _store_state)
 
 
@@ -70,6 +70,7 @@ def _rnn_fwd_resident_kernel(
         b3 = _load_bias(RB, head, 3, cols, cmask, D, G, HAS_RB)
     h, c, n, m = _load_state(S, 0, rows, head, cols, m2, B, H, D, NS, "")
     x0, x1, x2, x3 = _load_gates(GX, rows, 0, head, cols, m2, T, H, D, G)
+    k = tl.full([BB], 1.0, tl.float32)  # every row kept (without KEEP)
     if HAS_KEEP:
         k = _load_keep(KEEP, rows, rmask, 0, T)
     for t in range(T):
@@ -86,13 +87,9 @@ def _rnn_fwd_resident_kernel(
             a3 = tl.dot(y, r3, input_precision=PREC) + b3
         if STORE_ALL:
             _store_gates(P, rows, t, head, cols, m2, T, H, D, G, a0, a1, a2, a3)
-        h_new, c_new, n_new, m_new = _cell_update(
-            CELL, x0.to(tl.float32), x1.to(tl.float32), x2.to(tl.float32), x3.to(tl.float32),
-            a0, a1, a2, a3, h, c, n, m)
+        h, c, n, m = _next_state(CELL, HAS_KEEP, k, x0, x1, x2, x3, a0, a1, a2, a3, h, c, n, m)
         if HAS_KEEP:
-            h_new, c_new, n_new, m_new = _keep_state(k[:, None] > 0.5, h_new, c_new, n_new, m_new, h, c, n, m)
             k = k_next
-        h, c, n, m = h_new, c_new, n_new, m_new
         tl.store(Y + ((rows[:, None] * T + t) * H + head) * D + cols[None, :], h.to(Y.dtype.element_ty), mask=m2)
         if STORE_ALL:
             _store_state(S, t + 1, rows, head, cols, m2, B, H, D, NS, h, c, n, m)

@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from .reference import CELLS
-from .triton_common import (_CELL_IDS, _cell_update, _grid_barrier, _keep_state, _load_gates, _load_state,
+from .triton_common import (_CELL_IDS, _grid_barrier, _load_gates, _load_state, _next_state,
                             _precision, _store_gates, _store_state)
 
 
@@ -85,6 +85,7 @@ def _rnn_fwd_split_resident_kernel(
         bias = tl.load(RB + (head * G + gate) * D + gcol, mask=gmask, other=0.0).to(tl.float32)[None, :]
     h, c, n, m = _load_state(S, t_start, rows, head, cols, m2, B, H, D, NS, CACHE)
     x0, x1, x2, x3 = _load_gates(GX, rows, t_start, head, cols, m2, T, H, D, G)
+    k = tl.full([BB], 1.0, tl.float32)  # every row kept (without KEEP)
     if HAS_KEEP:
         k = tl.load(KEEP + rows * T + t_start, mask=rmask, other=1.0)
     for t in range(t_start, t_stop):
@@ -105,13 +106,9 @@ def _rnn_fwd_split_resident_kernel(
         a1, a3 = tl.split(q1)
         if STORE_P:
             _store_gates(P, rows, t, head, cols, m2, T, H, D, G, a0, a1, a2, a3)
-        h_new, c_new, n_new, m_new = _cell_update(
-            CELL, x0.to(tl.float32), x1.to(tl.float32), x2.to(tl.float32), x3.to(tl.float32),
-            a0, a1, a2, a3, h, c, n, m)
+        h, c, n, m = _next_state(CELL, HAS_KEEP, k, x0, x1, x2, x3, a0, a1, a2, a3, h, c, n, m)
         if HAS_KEEP:
-            h_new, c_new, n_new, m_new = _keep_state(k[:, None] > 0.5, h_new, c_new, n_new, m_new, h, c, n, m)
             k = k_next
-        h, c, n, m = h_new, c_new, n_new, m_new
         tl.store(Y + ((rows[:, None] * T + t) * H + head) * D + cols[None, :], h.to(Y.dtype.element_ty), mask=m2)
         tl.store(YX + (((t + 1) * B + rows[:, None]) * H + head) * D + cols[None, :], h.to(YX.dtype.element_ty),
                  mask=m2)  # what the other programs read
