@@ -147,6 +147,9 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Ten
     M, K = x.shape
     x = x.contiguous()
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    # GEMV_BLOCK_K counts 16-bit elements: float32 tiles take half as many, the same bytes of shared memory (with
+    # 64 rows, 3 stages and 256 float32 columns a launch needs 320 KiB, over the H200's 227)
+    bk = GEMV_BLOCK_K * 2 // x.element_size()
     outs = []
     for start in range(0, len(weights), GEMV_MAX_WEIGHTS):
         group = [w.contiguous() for w in weights[start:start + GEMV_MAX_WEIGHTS]]
@@ -159,7 +162,7 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Ten
         _gemv_group_kernel[(ends[-1],)](
             x, *group, *[group[0]] * pad, *ys, *[ys[0]] * pad, *[w.shape[0] for w in group], *[0] * pad,
             *(ends[1:] + [ends[-1]] * pad)[: GEMV_MAX_WEIGHTS - 1], M, K,
-            BM=16, BN=bn, BK=min(GEMV_BLOCK_K, triton.next_power_of_2(K)), PRECISION=precision,
+            BM=16, BN=bn, BK=min(bk, triton.next_power_of_2(K)), PRECISION=precision,
             num_warps=GEMV_WARPS, num_stages=GEMV_STAGES,
         )
         outs += ys
