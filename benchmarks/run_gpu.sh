@@ -43,6 +43,7 @@ for stage in $stages; do
         wait
         run bench_decode 1800 python benchmarks/bench_decode.py --out "$out/decode.json" ${DECODE_ARGS:-}
         run profile_decode 600 python benchmarks/profile_decode.py --arch gla --out "$out/profile_decode_gla.json"
+        run sweep_gemv 600 python benchmarks/sweep_gemv.py --arch gla --out "$out/sweep_gemv_gla.json"
         run bench_long_prefill 600 python benchmarks/bench_long_prefill.py --out "$out/long_prefill.json" ;;
     *) echo "unknown stage $stage (tests, kernels, decode)"; exit 2 ;;
     esac
