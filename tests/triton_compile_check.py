@@ -320,8 +320,8 @@ def _cases():
 
         original = impl._launch_shape
 
-        def split_launch(B, H, D, device):
-            ls = original(B, H, D, device)
+        def split_launch(B, T, H, D, device):
+            ls = original(B, T, H, D, device)
             tiles = -(-D // ls.BN)
             if tiles > 1 and D % ls.BN == 0:
                 ls = ls._replace(grid=(ls.grid[0], H, tiles), span=ls.BN, split=tiles)

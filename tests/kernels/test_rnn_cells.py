@@ -138,14 +138,15 @@ def test_forward_design_by_head_size_and_dtype(monkeypatch):
     monkeypatch.setattr(triton_impl, "RESIDENT", False)
     assert triton_impl._resident_block(64, bf16) is None
     assert triton_impl.SPLIT_BLOCK_D == 16 and triton_impl.SPLIT_RESIDENT is True
-    assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 16, 64)
+    assert triton_impl._launch_shape(16, 8, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 16, 64)
+    assert triton_impl._launch_shape(16, 1, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 64, 64)  # one step
     monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 64)
-    assert triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 64, 64)
+    assert triton_impl._launch_shape(16, 8, 1, 768, torch.device("cpu"))[1:] == (768, 1, 16, 64, 64)
     monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 32)
-    assert triton_impl._launch_shape(16, 1, 40, torch.device("cpu"))[1:] == (64, 1, 16, 64, 64)  # one tile
+    assert triton_impl._launch_shape(16, 8, 1, 40, torch.device("cpu"))[1:] == (64, 1, 16, 64, 64)  # one tile
     monkeypatch.setattr(triton_impl, "SPLIT_BLOCK_D", 48)
     with pytest.raises(ValueError, match="SPLIT_BLOCK_D"):
-        triton_impl._launch_shape(16, 1, 768, torch.device("cpu"))
+        triton_impl._launch_shape(16, 8, 1, 768, torch.device("cpu"))
     # Split-resident: a GPU's launch of a split head (the CPU never splits), by head size, dtype and column tile.
     Launch = triton_impl._Launch
 

@@ -59,7 +59,8 @@ SPLIT_BLOCK_D = 16
 head is split (fewer columns: more programs, each holding or reading less of ``R`` per step). Measured on an H200
 (bf16 LSTM, B 16, T 1024, ``benchmarks/bench_rnn.py``), forward / forward+backward ms: with the split-resident
 forward, 16 columns 2.77 / 10.36 at heads of 256 and 4.77 / 17.92 at 768, 32 columns 3.25 / 11.16 and 5.44 / 19.03;
-the tiled forward alone preferred 32 (4.52 vs 5.04 at 256)."""
+the tiled forward alone preferred 32 (4.52 vs 5.04 at 256). Widened where a split grid would not fit the GPU, and 64
+for single steps (decode): see :func:`_launch_shape`."""
 
 SPLIT_RESIDENT: bool | str = True
 """Whether split heads of 16-bit ``R`` run their forward on the split-resident kernel of :mod:`.triton_split` (each
@@ -266,19 +267,31 @@ class _Launch(NamedTuple):
     BK: int
 
 
-def _launch_shape(B: int, H: int, D: int, device: torch.device) -> _Launch:
-    """Heads wider than one tile (``D > 64``) run in column tiles of :data:`SPLIT_BLOCK_D`, split over one program
-    per tile (synchronised at every step) when all of them fit on the GPU at once."""
+def _launch_shape(B: int, T: int, H: int, D: int, device: torch.device) -> _Launch:
+    """Heads wider than one tile (``D > 64``) run in column tiles, split over one program per tile (synchronised at
+    every step) when all of them fit on the GPU at once. The tile: :data:`SPLIT_BLOCK_D` columns, widened to 32 or 64
+    where that is what lets the split grid fit (batch 64 of a 2048-wide GRU head: 4 unsplit programs at 16 columns,
+    128 split ones at 64); 64 for a single step (decode), which the 64-column tiled kernel ran 1.2-25x faster than
+    16-column tiles with the split-resident forward (H200, ``bench_decode.py``, LSTM / GRU / sLSTM at batch 1-64)."""
     if SPLIT_BLOCK_D not in (16, 32, 64):
         raise ValueError(f"SPLIT_BLOCK_D must be 16, 32 or 64; got {SPLIT_BLOCK_D}")
     BB, BK = 16, max(16, min(64, triton.next_power_of_2(D)))
-    BN = BK if D <= BK else SPLIT_BLOCK_D
-    nb, tiles = triton.cdiv(B, BB), triton.cdiv(D, BN)
-    split = 1
-    # D % BN == 0 keeps every program's columns on cache lines of their own.
-    if device.type == "cuda" and not triton_interpreting() and tiles > 1 and D % BN == 0:
-        if nb * H * tiles <= torch.cuda.get_device_properties(device).multi_processor_count:
-            split = tiles
+    nb = triton.cdiv(B, BB)
+    on_gpu = device.type == "cuda" and not triton_interpreting()
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if on_gpu else 0
+
+    def splits(BN: int) -> bool:  # D % BN == 0 keeps every program's columns on cache lines of their own
+        tiles = triton.cdiv(D, BN)
+        return on_gpu and tiles > 1 and D % BN == 0 and nb * H * tiles <= sms
+
+    if D <= BK:
+        BN = BK
+    elif T == 1:
+        BN = 64
+    else:
+        BN = next((c for c in (16, 32, 64) if c >= SPLIT_BLOCK_D and splits(c)), SPLIT_BLOCK_D)
+    tiles = triton.cdiv(D, BN)
+    split = tiles if splits(BN) else 1
     return _Launch((nb, H, split), triton.cdiv(tiles, split) * BN, split, BB, BN, BK)
 
 
@@ -322,8 +335,8 @@ def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor |
         return resident_forward(cell, gx, R, rbias, state0, keep, store_all, block, warps)
     B, T, H, G, D = gx.shape
     NS = CELLS[cell][1]
-    ls = _launch_shape(B, H, D, gx.device)
-    if _split_resident(D, R, ls):
+    ls = _launch_shape(B, T, H, D, gx.device)
+    if (T > 1 or SPLIT_RESIDENT == "always") and _split_resident(D, R, ls):  # a single step: tiled (see above)
         warps = SPLIT_RESIDENT_NUM_WARPS or split_resident_warps(ls.BN)
         return split_resident_forward(cell, gx, R, rbias, state0, keep, store_all, BB=ls.BB, BN=ls.BN, BK=ls.BK,
                                       split=ls.split > 1, num_warps=warps)
@@ -362,7 +375,7 @@ class _RNNScan(torch.autograd.Function):
             DS[T % 2] = dfinal
         dgx = torch.empty_like(P)
         dp = torch.empty_like(P)
-        ls = _launch_shape(B, H, D, gx.device)
+        ls = _launch_shape(B, T, H, D, gx.device)
         sync = torch.zeros(ls.grid[0] * H if ls.split > 1 else 1, device=gx.device, dtype=torch.int32)
         _rnn_bwd_kernel[ls.grid](
             gx, R, keep if keep is not None else gx, S, P, dy.contiguous(), DS, dgx, dp, sync, B, T, H, D, ls.span,
