@@ -30,6 +30,13 @@ def triton_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
+def cuda_properties(device: torch.device):
+    """The CUDA device's properties (multiprocessor count, shared memory per block...), read once: launch shapes
+    consult them on every call, decode steps included."""
+    return torch.cuda.get_device_properties(device)
+
+
 def triton_interpreting() -> bool:
     """Whether Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import triton_interpreting
+from ..backend import cuda_properties, triton_interpreting
 from .reference import CELLS
 from .triton_common import (_CELL_IDS, _cell_update, _gate_ptrs, _grid_barrier, _keep_state, _load_gates,
                             _load_state, _logsigmoid, _precision, _sigmoid, _state_ptrs, _store_gates, _store_state,
@@ -278,7 +278,7 @@ def _launch_shape(B: int, T: int, H: int, D: int, device: torch.device) -> _Laun
     BB, BK = 16, max(16, min(64, triton.next_power_of_2(D)))
     nb = triton.cdiv(B, BB)
     on_gpu = device.type == "cuda" and not triton_interpreting()
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if on_gpu else 0
+    sms = cuda_properties(device).multi_processor_count if on_gpu else 0
 
     def splits(BN: int) -> bool:  # D % BN == 0 keeps every program's columns on cache lines of their own
         tiles = triton.cdiv(D, BN)
@@ -320,7 +320,7 @@ def _split_resident(D: int, R: torch.Tensor, ls: _Launch) -> bool:
     size = split_resident_bytes(D, ls.BN, ls.BK, R.element_size())
     # The compiler stages the slice in shared memory (plus ~4 KiB for the y operand): within the GPU's opt-in
     # limit per block (227 KiB on H100/H200, 163 KiB on A100; unknown to older PyTorch: assume Hopper's).
-    props = torch.cuda.get_device_properties(R.device) if R.is_cuda else None
+    props = cuda_properties(R.device) if R.is_cuda else None
     smem = getattr(props, "shared_memory_per_block_optin", 232448)
     return size <= SPLIT_RESIDENT_MAX_BYTES and size + 8192 <= smem
 

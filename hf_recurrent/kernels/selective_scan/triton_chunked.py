@@ -45,13 +45,13 @@ automatic rule chunks only when ``SEQ_CHUNK_PROGRAMS`` is set.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from ..backend import cuda_properties
 from .triton_common import _bounds, _f32, _Grads, _Problem, _tile_offsets
 from .triton_sequential import (
     LOG2E, _advance, _launch_backward, _launch_forward, _load_bc, _pack_bc, _row, _rows, _step_sizes, _steps, _tile,
@@ -186,11 +186,6 @@ class _Segments(NamedTuple):
     seq_offsets: torch.Tensor
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
-
-
 def _sequence_starts(p: _Problem) -> torch.Tensor:
     """The first row of every sequence and the total, int64 ``[S + 1]`` (``cu_seqlens`` or ``0, T, 2T...``)."""
     if p.cu_seqlens is not None:
@@ -212,7 +207,7 @@ def _chunk_length(p: _Problem, block_d: int, step: int) -> int:
         return knobs.SEQ_CHUNK
     threshold = knobs.SEQ_CHUNK_PROGRAMS
     if threshold is None:
-        threshold = _sm_count(p.x.device)
+        threshold = cuda_properties(p.x.device).multi_processor_count if p.x.is_cuda else 0
     if p.n_seq * triton.cdiv(p.x.shape[2], block_d) >= threshold:
         return 0
     L = triton.cdiv(knobs.SEQ_CHUNK_AUTO, step) * step
