@@ -54,7 +54,8 @@ import triton.language as tl
 from ..backend import cuda_properties
 from .triton_common import _bounds, _f32, _Grads, _Problem, _tile_offsets
 from .triton_sequential import (
-    LOG2E, _advance, _launch_backward, _launch_forward, _load_bc, _pack_bc, _row, _rows, _step_sizes, _steps, _tile,
+    _advance, _channel_block, _launch_backward, _launch_forward, _load_bc, _pack_bc, _row, _rows, _step_sizes,
+    _steps, _tile,
 )
 
 COMBINE_BLOCK = 256  # (channel, state) pairs per program of the combine kernel
@@ -71,14 +72,8 @@ def _chunk_fwd_kernel(
     ``delta_sum [S, D]``; laid out as :func:`.triton_sequential._seq_fwd_kernel` (one channel per thread)."""
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     bos, eos, _first_tile = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, BT)
-    o_d = i_d * BD + tl.arange(0, BD)
-    o_c = o_d * one
-    m_d = o_d < D
-    o_n = tl.arange(0, BN)
+    o_d, o_c, m_d, o_n, m_dn, o_dn, A2 = _channel_block(A, i_d, D, N, one, BD, BN)
     r = tl.arange(0, BT)
-    m_dn = m_d[:, None] & (o_n < N)[None, :]
-    o_dn = o_c[:, None] * N + o_n[None, :] * one
-    A2 = _rows(tl.load(A + o_dn, mask=m_dn, other=0.0) * LOG2E, o_n, BN)
     h = _rows(tl.zeros([BD, BN], dtype=tl.float32), o_n, BN)
     bias = tl.load(dt_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else None
     d_sum = tl.zeros([BD], dtype=tl.float32)
@@ -112,14 +107,8 @@ def _chunk_bwd_kernel(
     (``q_t = a_t (C_t dy'_t + q_{t+1})`` walked back, ``dy' = dy silu(z)``), and ``sum_t delta_t``."""
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     bos, eos, _first_tile = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, BT)
-    o_d = i_d * BD + tl.arange(0, BD)
-    o_c = o_d * one
-    m_d = o_d < D
-    o_n = tl.arange(0, BN)
+    o_d, o_c, m_d, o_n, m_dn, o_dn, A2 = _channel_block(A, i_d, D, N, one, BD, BN)
     r = tl.arange(0, BT)
-    m_dn = m_d[:, None] & (o_n < N)[None, :]
-    o_dn = o_c[:, None] * N + o_n[None, :] * one
-    A2 = _rows(tl.load(A + o_dn, mask=m_dn, other=0.0) * LOG2E, o_n, BN)
     q = _rows(tl.zeros([BD, BN], dtype=tl.float32), o_n, BN)
     bias = tl.load(dt_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else None
     d_sum = tl.zeros([BD], dtype=tl.float32)

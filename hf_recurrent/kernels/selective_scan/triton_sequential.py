@@ -67,6 +67,21 @@ def _rows(tile, idx, R: tl.constexpr):
 
 
 @triton.jit
+def _channel_block(A, i_d, D, N, one, BD: tl.constexpr, BN: tl.constexpr):
+    """Program ``i_d``'s ``BD`` channels ``o_d`` (``o_c``, the same laid out one channel per thread, see above) and
+    their mask, the state index ``o_n``, the offsets and mask of its ``[BD, BN]`` tile of a ``[D, N]`` matrix, and
+    its rows of ``A log2 e`` as ``BN`` ``[BD]`` tensors (``exp(delta A) = exp2(delta A log2 e)``)."""
+    o_d = i_d * BD + tl.arange(0, BD)
+    o_c = o_d * one
+    m_d = o_d < D
+    o_n = tl.arange(0, BN)
+    m_dn = m_d[:, None] & (o_n < N)[None, :]
+    o_dn = o_c[:, None] * N + o_n[None, :] * one
+    A2 = _rows(tl.load(A + o_dn, mask=m_dn, other=0.0) * LOG2E, o_n, BN)
+    return o_d, o_c, m_d, o_n, m_dn, o_dn, A2
+
+
+@triton.jit
 def _put(tile, idx, i: tl.constexpr, row):
     """``tile`` with row ``i`` replaced by ``row`` (register moves once compiled)."""
     return tl.where(idx[None, :] == i, row[:, None], tile)
@@ -169,14 +184,8 @@ def _seq_fwd_kernel(
     of ``BT``, ``CK`` divides the other: powers of two)."""
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     bos, eos, tile0 = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, CK)
-    o_d = i_d * BD + tl.arange(0, BD)
-    o_c = o_d * one
-    m_d = o_d < D
-    o_n = tl.arange(0, BN)
+    o_d, o_c, m_d, o_n, m_dn, o_dn, A2 = _channel_block(A, i_d, D, N, one, BD, BN)
     r = tl.arange(0, BT)
-    m_dn = m_d[:, None] & (o_n < N)[None, :]
-    o_dn = o_c[:, None] * N + o_n[None, :] * one  # a [BD, BN] tile of a [D, N] matrix
-    A2 = _rows(tl.load(A + o_dn, mask=m_dn, other=0.0) * LOG2E, o_n, BN)  # exp(delta A) = exp2(delta A log2 e)
     state_off = i_s.to(tl.int64) * D * N
     if HAS_H0:
         h = _rows(tl.load(h0 + state_off + o_dn, mask=m_dn, other=0.0).to(tl.float32), o_n, BN)
@@ -238,17 +247,11 @@ def _seq_bwd_kernel(
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     NW: tl.constexpr = BD // 32
     bos, eos, tile0 = _bounds(cu_seqlens, tile_offsets, i_s, T, VARLEN, BT)
-    o_l = tl.arange(0, BD)
-    o_d = i_d * BD + o_l
-    o_c = o_d * one
-    m_d = o_d < D
+    o_d, o_c, m_d, o_n, m_dn, o_dn, A2 = _channel_block(A, i_d, D, N, one, BD, BN)
+    o_l = tl.arange(0, BD)  # the channel within the block
     lane = o_l % 32
-    o_n = tl.arange(0, BN)
     r = tl.arange(0, BT)
     rg = tl.arange(0, GROUP)
-    m_dn = m_d[:, None] & (o_n < N)[None, :]
-    o_dn = o_c[:, None] * N + o_n[None, :] * one
-    A2 = _rows(tl.load(A + o_dn, mask=m_dn, other=0.0) * LOG2E, o_n, BN)
     state_off = i_s.to(tl.int64) * D * N
     if HAS_DHT:  # q_{t+1} = a_{t+1} g_{t+1} while walking back
         q = _rows(tl.load(dhT + state_off + o_dn, mask=m_dn, other=0.0).to(tl.float32), o_n, BN)
