@@ -4,7 +4,7 @@ For one architecture at its ~1.3B benchmark shape (random weights, bf16, batch `
 
 - the eager decode step under ``torch.profiler``: number of GPU kernels, their summed time, the top kernels;
 - the CUDA-graph step alone (``DecodeGraph`` replayed back to back, one sync at the end): ms per step, with the
-  projections through our grouped matrix-vector kernel, partly, or all through ``F.linear`` (cuBLAS);
+  defaults and with knobs changed one at a time (:data:`VARIANTS`);
 - greedy ``generate()`` with the graph: ms per token end to end and in the decode loop alone (the difference to
   the graph step is ``generate()``'s own per-token work);
 - the bandwidth limit of one step (weights once + the float32 state read and written).
@@ -15,6 +15,7 @@ For one architecture at its ~1.3B benchmark shape (random weights, bf16, batch `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections import defaultdict
 
@@ -24,6 +25,8 @@ from transformers import DynamicCache
 import hf_recurrent
 from benchmarks.bench_decode import bench_config, state_bytes, tokens_per_second, weight_bytes
 from benchmarks.common import environment, measured_bandwidth, write_json
+from hf_recurrent.kernels import triton_launch
+from hf_recurrent.kernels.fused_layers import triton as gemv
 from hf_recurrent.modeling.common import layers
 
 
@@ -45,9 +48,29 @@ def kernel_profile(step, top: int) -> dict:
                 top=[dict(name=name[:120], calls=c, ms=t) for name, (c, t) in ranked])
 
 
-PROJECTION_VARIANTS = {"all_fused": 1, "grouped_only": 2, "cublas": 10**9}
-"""``layers.FUSED_PROJECTIONS_MIN`` settings timed: every projection through our grouped matrix-vector kernel; only
-groups of two or more (single projections through cuBLAS); none (every projection a separate ``F.linear``)."""
+VARIANTS = {
+    "default": {},
+    "no_dependent_launch": {(triton_launch, "DEPENDENT_LAUNCH"): False},
+    "no_prefetch": {(gemv, "GEMV_PREFETCH_BYTES"): 0},
+    "prefetch_8k": {(gemv, "GEMV_PREFETCH_BYTES"): 8192},
+    "grouped_only": {(layers, "FUSED_PROJECTIONS_MIN"): 2},
+    "cublas": {(layers, "FUSED_PROJECTIONS_MIN"): 10**9},
+}
+"""Knob settings timed as CUDA-graph steps: the defaults; without programmatic dependent launch; without or with
+more L2 prefetching per weight row; single projections through cuBLAS (``grouped_only``); every projection a
+separate ``F.linear`` (``cublas``)."""
+
+
+@contextlib.contextmanager
+def knobs(settings: dict):
+    saved = {key: getattr(*key) for key in settings}
+    try:
+        for (module, name), value in settings.items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
 
 
 def graph_step_ms(model, cache, token, steps: int = 200) -> float:
@@ -95,10 +118,9 @@ def main() -> None:
         torch.cuda.synchronize()
         result["eager_step_ms"] = (time.perf_counter() - start) / 20 * 1e3
         model.config.use_cuda_graphs = True
-        for name, fused_min in PROJECTION_VARIANTS.items():
-            layers.FUSED_PROJECTIONS_MIN = fused_min
-            result[f"graph_step_ms_{name}"] = graph_step_ms(model, cache, token)
-        layers.FUSED_PROJECTIONS_MIN = PROJECTION_VARIANTS["grouped_only"]  # the default
+        for name, settings in VARIANTS.items():
+            with knobs(settings):
+                result[f"graph_step_ms_{name}"] = graph_step_ms(model, cache, token)
         result["graph_step_ms"] = graph_step_ms(model, cache, token)
     rates = tokens_per_second(model, args.batch, 128)
     result["generate_ms_per_token"] = args.batch / rates["generate_tok_s"] * 1e3

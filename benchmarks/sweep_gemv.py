@@ -5,8 +5,9 @@ projection groups one decode step sends to :func:`hf_recurrent.kernels.fused_lay
 projection routed there, ``FUSED_PROJECTIONS_MIN = 1``), and times each group with every launch setting in a grid
 (weight rows per program ``GEMV_BLOCK_N``, reduction tile ``GEMV_BLOCK_K``, warps, pipeline stages): the step's
 total over its groups, and the weights' bytes over that time. cuBLAS (``F.linear`` per weight) on the same groups
-and the device's copy bandwidth in the same run. ``triton.testing.do_bench`` medians (it clears the L2 cache between
-runs, so the weights stream from HBM as in a real step).
+and the device's copy bandwidth in the same run. Timed as in a real step: each group is called as many times as one
+step calls it, on that many distinct copies of its weights (they stream from HBM, not from the L2 cache), the calls
+captured in one CUDA graph and replayed back to back; per group and summed over the step.
 
     python benchmarks/sweep_gemv.py --arch gla --out benchmarks/results/sweep_gemv_gla_<gpu>.json
 """
@@ -20,7 +21,6 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
-from triton.testing import do_bench
 
 import hf_recurrent
 from benchmarks.bench_decode import bench_config
@@ -28,7 +28,7 @@ from benchmarks.common import environment, measured_bandwidth, write_json
 from hf_recurrent.kernels.fused_layers import triton as gemv
 from hf_recurrent.modeling.common import layers
 
-GRID = dict(GEMV_BLOCK_N=[None, 32, 64], GEMV_BLOCK_K=[256, 512], GEMV_WARPS=[4, 8], GEMV_STAGES=[3, 4, 6])
+GRID = dict(GEMV_BLOCK_N=[16, 32, 64], GEMV_BLOCK_K=[128, 256, 512], GEMV_WARPS=[4], GEMV_STAGES=[2, 3, 4])
 
 
 def recorded_groups(arch_name: str, batch: int) -> list[tuple[torch.Tensor, list[torch.Tensor], int]]:
@@ -60,8 +60,32 @@ def recorded_groups(arch_name: str, batch: int) -> list[tuple[torch.Tensor, list
     return [(x, ws, shapes[key]) for key, (x, ws) in first.items()]
 
 
-def step_ms(groups, fn) -> float:
-    return sum(count * do_bench(lambda: fn(x, ws), warmup=10, rep=40, return_mode="median") for x, ws, count in groups)
+def group_ms(x: torch.Tensor, weights: list[torch.Tensor], count: int, fn, replays: int = 20) -> float:
+    """Milliseconds one step spends in ``count`` calls of ``fn`` on distinct copies of ``weights`` (CUDA graph)."""
+    copies = [[w.clone() for w in weights] for _ in range(count)]
+    for ws in copies[:2]:  # compile and warm outside the capture
+        fn(x, ws)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for ws in copies:
+            fn(x, ws)
+    graph.replay()
+    torch.cuda.synchronize()
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    del graph, copies
+    return start.elapsed_time(end) / replays
+
+
+def step_ms(groups, fn) -> tuple[float, list[float]]:
+    per_group = [group_ms(x, ws, count, fn) for x, ws, count in groups]
+    return sum(per_group), per_group
 
 
 def main() -> None:
@@ -76,8 +100,9 @@ def main() -> None:
     defaults = {name: getattr(gemv, name) for name in GRID}
     rows = []
 
-    def record(label: str, ms: float, **settings) -> None:
-        rows.append(dict(label=label, step_ms=ms, bytes_per_s=weight_bytes / (ms / 1e3),
+    def record(label: str, timed: tuple[float, list[float]], **settings) -> None:
+        ms, per_group = timed
+        rows.append(dict(label=label, step_ms=ms, group_ms=per_group, bytes_per_s=weight_bytes / (ms / 1e3),
                          fraction_of_copy_bandwidth=weight_bytes / (ms / 1e3) / bandwidth, **settings))
         print(rows[-1], flush=True)
 
@@ -103,6 +128,12 @@ def main() -> None:
         groups=[dict(weights=[list(w.shape) for w in ws], x=list(x.shape), calls=count) for x, ws, count in groups],
         weight_bytes_per_step=weight_bytes, defaults=defaults, best={k: best[k] for k in GRID}, rows=rows))
     print(f"{len(groups)} distinct groups, {weight_bytes / 1e9:.2f} GB of weights a step")
+    for i, (_, ws, count) in enumerate(groups):
+        group_bytes = count * sum(w.numel() * w.element_size() for w in ws)
+        fastest = min(timed, key=lambda r: r["group_ms"][i])
+        print(f"group {[tuple(w.shape) for w in ws]} x{count}: cublas {rows[0]['group_ms'][i]:.3f} ms, "
+              f"default {default['group_ms'][i]:.3f} ms, best {fastest['group_ms'][i]:.3f} ms "
+              f"({group_bytes / fastest['group_ms'][i] / 1e9:.2f} TB/s) {({k: fastest[k] for k in GRID})}")
     for label, r in (("cublas", rows[0]), ("default", default), ("best", best)):
         print(f"{label:8} {r['step_ms']:.3f} ms  {r['bytes_per_s'] / 1e12:.2f} TB/s "
               f"({r['fraction_of_copy_bandwidth']:.1%} of copy)  {({k: r.get(k) for k in GRID})}")

@@ -449,6 +449,13 @@ def _cases():
             weights = [_randn(n, K, dtype=dtype, scale=K**-0.5, seed=n) for n in (48, 16, 100, 33, 7, 20, 5)]
             fl.linear_group(_randn(rows, 1, K, dtype=dtype, seed=7), weights, backend="triton")
             fl.linear_group(_randn(rows, 1, K, dtype=dtype, seed=7), weights[:1], backend="triton")
+            for residual_dtype in (dtype, torch.float32):
+                fl.linear_residual(_randn(rows, 1, K, dtype=dtype, seed=7), weights[0],
+                                   _randn(rows, 1, 48, dtype=residual_dtype, seed=8), backend="triton")
+        for bias in (None, _randn(40, dtype=dtype, seed=9)):
+            for clamp_min in (None, -3.0):
+                fl.low_rank_log_gate(_randn(2, 1, 16, dtype=dtype, seed=10), _randn(40, 16, dtype=dtype, seed=11),
+                                     bias, 16.0, clamp_min, backend="triton")
 
     cases = []
     for decay in ("none", "scalar", "vector"):
@@ -548,10 +555,24 @@ def _resolve(module: str, qualname: str):
     return chain
 
 
+def _as_on_hopper(launch: dict) -> dict:
+    """A launch as a Hopper GPU makes it: kernels with a ``PDL`` constexpr (programmatic dependent launch, always off
+    under the interpreter, whose CPU cannot run the instructions) compiled with it on, and a matrix-vector kernel's
+    L2 prefetch (``PREFETCH``, 0 without it) covering two cache lines."""
+    constexprs = launch["constexprs"]
+    if "PDL" not in constexprs:
+        return launch
+    constexprs = dict(constexprs, PDL=True)
+    if "PREFETCH" in constexprs:
+        constexprs["PREFETCH"] = 2 * constexprs["LINE"]
+    return dict(launch, constexprs=constexprs)
+
+
 def expand(launch: dict) -> list[dict]:
     """The specialisations to compile for one recorded launch: one per GPU candidate config of an autotuner."""
     from triton.runtime.autotuner import Autotuner
 
+    launch = _as_on_hopper(launch)
     chain = _resolve(launch["module"], launch["qualname"])
     tuners = [obj for obj in chain if isinstance(obj, Autotuner)]
     if not tuners:

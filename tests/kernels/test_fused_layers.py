@@ -1,10 +1,13 @@
-"""Fused RMSNorm / residual-add RMSNorm / gated RMSNorm / SwiGLU: Triton (interpreted on the CPU) = PyTorch."""
+"""Fused RMSNorm / residual-add RMSNorm / gated RMSNorm / SwiGLU / grouped and residual matrix-vector products /
+GLA's low-rank log gate: Triton (interpreted on the CPU) = PyTorch."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_recurrent.kernels.fused_layers import add_rms_norm, linear_group, rms_norm, swiglu
+from hf_recurrent.kernels.fused_layers import (
+    add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu,
+)
 
 # float32: reduction order only (1e-5); bfloat16: at most one rounding step of the output (2^-7 relative)
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=1e-2)}
@@ -106,3 +109,56 @@ def test_linear_group_checks_shapes_and_falls_back_for_many_rows():
         linear_group(torch.randn(2, 8), [torch.randn(4, 9)])
     x, w = torch.randn(40, 32), torch.randn(24, 32)  # more rows than a decode batch: plain F.linear
     torch.testing.assert_close(linear_group(x, [w], backend="triton")[0], F.linear(x, w), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype,residual_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                                  (torch.bfloat16, torch.float32)])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_linear_residual_triton_equals_unfused(rows, dtype, residual_dtype):
+    """``r + x W^T`` in one launch: the product rounded to x's dtype, then added in the residual's (as the block's
+    unfused ``hidden + mlp(x)`` does)."""
+    torch.manual_seed(4)
+    K, N = 96, 40
+    x = torch.randn(rows, 1, K).to(dtype)
+    w = (torch.randn(N, K) / K**0.5).to(dtype)
+    r = torch.randn(rows, 1, N).to(residual_dtype)
+    out = linear_residual(x, w, r, backend="triton")
+    ref = linear_residual(x, w, r, backend="reference")
+    assert out.dtype == ref.dtype == torch.result_type(r, x) and out.shape == r.shape
+    torch.testing.assert_close(ref, r + F.linear(x, w), atol=0, rtol=0)
+    exact = r.double() + F.linear(x.double(), w.double())
+    # float32: summation order; bfloat16 sums: two roundings (the product's and the sum's)
+    tol = dict(atol=1e-5, rtol=1e-5) if out.dtype == torch.float32 else dict(atol=3e-2, rtol=2**-6)
+    torch.testing.assert_close(out.double(), exact, **(tol if dtype == torch.float32 else dict(atol=3e-2, rtol=2**-6)))
+
+
+def test_linear_residual_checks_shapes():
+    with pytest.raises(ValueError, match=r"residual must be \(2, 4\)"):
+        linear_residual(torch.randn(2, 8), torch.randn(4, 8), torch.randn(2, 5))
+    with pytest.raises(ValueError, match=r"weight must be \[N, 8\]"):
+        linear_residual(torch.randn(2, 8), torch.randn(4, 9), torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias,clamp_min", [(True, None), (True, -3.0), (False, None)])
+def test_low_rank_log_gate_triton_equals_reference(dtype, bias, clamp_min):
+    """GLA's ``max(logsigmoid(x W^T + b) / 16, c)`` in one launch; pre-activations up to +-60 so that both tails of
+    the log-sigmoid (where a naive ``log(1 + exp(-|z|))`` loses everything) are covered."""
+    torch.manual_seed(5)
+    R, D = 16, 300
+    x = (torch.randn(3, 2, R) * 6).to(dtype)
+    w = torch.randn(D, R).to(dtype)
+    b = torch.randn(D).to(dtype) if bias else None
+    ref = low_rank_log_gate(x, w, b, 16.0, clamp_min, backend="reference")
+    out = low_rank_log_gate(x, w, b, 16.0, clamp_min, backend="triton")
+    assert out.dtype == ref.dtype == torch.float32 and out.shape == (3, 2, D)
+    z = F.linear(x.double(), w.double(), None if b is None else b.double())
+    assert z.abs().max() > 30  # both tails reached
+    exact = F.logsigmoid(z) / 16.0
+    exact = exact if clamp_min is None else exact.clamp_min(clamp_min)
+    if dtype == torch.float32:  # relative even where the gate is ~exp(-60): the pre-activation's summation order
+        # (~1e-7 relative) times |z| <= 60 through the exponential of the lower tail
+        torch.testing.assert_close(out, ref, atol=1e-30, rtol=3e-5)
+        torch.testing.assert_close(out.double(), exact, atol=1e-30, rtol=3e-5)
+    else:  # the pre-activation is rounded to bfloat16 (2^-8 relative, times |z| <= 60 in the log-sigmoid)
+        torch.testing.assert_close(out, ref, atol=0.02, rtol=2**-7)

@@ -13,7 +13,13 @@ dtype; ``y`` comes back in ``x``'s dtype.
 
 :func:`linear_group` computes ``[x W_i^T]`` for weights ``W_i`` ``[N_i, K]`` sharing the input ``x`` ``[..., K]``:
 with at most 16 rows (a decode step) one kernel streams every weight once, instead of one under-occupied
-matrix-vector launch per weight; otherwise it is one ``F.linear`` each.
+matrix-vector launch per weight; otherwise it is one ``F.linear`` each. :func:`linear_residual` is
+``r + x W^T`` (the block's last residual add in the product's epilogue). :func:`low_rank_log_gate` is GLA's
+log decay from its low-rank gate projection, ``g = max(logsigmoid(x W^T + b) / n, c)`` in float32 (one launch
+instead of a projection, a cast, the log-sigmoid, the division and the clamp).
+
+On Hopper GPUs the kernels use programmatic dependent launch (:mod:`hf_recurrent.kernels.triton_launch`): the
+matrix-vector products prefetch their weights while the previous kernel of the step still runs.
 
 Shapes: ``x``, ``r``, ``z`` ``[..., D]`` (any leading shape, contiguous last dimension); ``weight`` ``[D]`` or None.
 The Triton kernels are forward-only (inference, decode): with autograd recording a graph through any input, the
@@ -27,7 +33,7 @@ import torch
 from ..backend import resolve_backend
 from . import reference
 
-__all__ = ["rms_norm", "add_rms_norm", "swiglu", "linear_group"]
+__all__ = ["rms_norm", "add_rms_norm", "swiglu", "linear_group", "linear_residual", "low_rank_log_gate"]
 
 
 def _use_triton(backend: str | None, *tensors: torch.Tensor | None) -> bool:
@@ -101,3 +107,43 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], backend: str | No
             outs = triton_impl.linear_group(x.reshape(rows, K), list(weights))
             return [y.view(*x.shape[:-1], y.shape[-1]) for y in outs]
     return reference.linear_group(x, weights)
+
+
+def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """``residual + F.linear(x, weight)`` (no bias), the product rounded to ``x``'s dtype before the add, the sum
+    in ``torch.result_type(residual, x)``; one fused launch for decode-sized inputs."""
+    K, N = x.shape[-1], weight.shape[0]
+    if weight.dim() != 2 or weight.shape[1] != K:
+        raise ValueError(f"weight must be [N, {K}] for inputs [..., {K}]; got {tuple(weight.shape)}")
+    if residual.shape != (*x.shape[:-1], N):
+        raise ValueError(f"residual must be {(*x.shape[:-1], N)}; got {tuple(residual.shape)}")
+    rows = x.numel() // K if K else 0
+    if 0 < rows and _use_triton(backend, x, weight, residual) and weight.dtype == x.dtype:
+        from . import triton as triton_impl
+
+        if rows <= triton_impl.GEMV_MAX_ROWS and K >= 16:
+            y = triton_impl.linear_group(x.reshape(rows, K), [weight], residual.reshape(rows, N))[0]
+            return y.view(residual.shape)
+    return reference.linear_residual(x, weight, residual)
+
+
+def low_rank_log_gate(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    normalizer: float,
+    clamp_min: float | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """``max(logsigmoid(x @ weight.T + bias) / normalizer, clamp_min)`` in float32; ``x`` ``[..., R]``, ``weight``
+    ``[D, R]``, ``bias`` ``[D]`` or None; the projection is rounded to ``x``'s dtype as ``F.linear``'s output is."""
+    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"weight must be [D, {x.shape[-1]}]; got {tuple(weight.shape)}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias must be [{weight.shape[0]}]; got {tuple(bias.shape)}")
+    if (_use_triton(backend, x, weight, bias) and weight.dtype == x.dtype
+            and (bias is None or bias.dtype == x.dtype)):
+        from . import triton as triton_impl
+
+        return triton_impl.low_rank_log_gate(x, weight, bias, normalizer, clamp_min)
+    return reference.low_rank_log_gate(x, weight, bias, normalizer, clamp_min)

@@ -29,3 +29,14 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def linear_group(x: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Tensor]:
     return [F.linear(x, w) for w in weights]
+
+
+def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    return residual + F.linear(x, weight)
+
+
+def low_rank_log_gate(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalizer: float, clamp_min: float | None
+) -> torch.Tensor:
+    g = F.logsigmoid(F.linear(x, weight, bias).float()) / normalizer
+    return g if clamp_min is None else g.clamp_min(clamp_min)

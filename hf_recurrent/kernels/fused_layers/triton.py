@@ -10,6 +10,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import cuda_properties
+from ..triton_launch import pdl_options, prefetch_l2, wait_for_predecessor
+
 MAX_D = 16384
 SWIGLU_BLOCK = 1024
 
@@ -18,10 +21,12 @@ SWIGLU_BLOCK = 1024
 def _rms_norm_kernel(
     x, residual, sum_out, weight, gate, y, D, eps,
     HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_GATE: tl.constexpr, BD: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     o = tl.arange(0, BD)
     m = o < D
+    wait_for_predecessor(PDL)
     v = tl.load(x + row * D + o, mask=m, other=0.0)
     if HAS_RESIDUAL:
         s = (tl.load(residual + row * D + o, mask=m, other=0.0).to(tl.float32) + v.to(tl.float32))
@@ -39,9 +44,10 @@ def _rms_norm_kernel(
 
 
 @triton.jit
-def _swiglu_kernel(a, b, y, n, BLOCK: tl.constexpr):
+def _swiglu_kernel(a, b, y, n, BLOCK: tl.constexpr, PDL: tl.constexpr):
     o = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = o < n
+    wait_for_predecessor(PDL)
     va = tl.load(a + o, mask=m, other=0.0).to(tl.float32)
     vb = tl.load(b + o, mask=m, other=0.0).to(tl.float32)
     silu = (va * tl.sigmoid(va)).to(y.dtype.element_ty).to(tl.float32)  # rounded as torch's F.silu(a) is
@@ -70,7 +76,7 @@ def rms_norm(
         _rms_norm_kernel[(rows,)](
             x, residual, total, weight, None if gate is None else gate.contiguous(), y, D, eps,
             HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None, HAS_GATE=gate is not None,
-            BD=bd, num_warps=min(16, max(1, bd // 256)),
+            BD=bd, num_warps=min(16, max(1, bd // 256)), **pdl_options(x.device),
         )
     return total, y
 
@@ -80,90 +86,172 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     y = torch.empty_like(a)
     n = a.numel()
     if n:
-        _swiglu_kernel[(triton.cdiv(n, SWIGLU_BLOCK),)](a, b, y, n, BLOCK=SWIGLU_BLOCK)
+        _swiglu_kernel[(triton.cdiv(n, SWIGLU_BLOCK),)](a, b, y, n, BLOCK=SWIGLU_BLOCK, **pdl_options(a.device))
     return y
+
+
+@triton.jit
+def _low_rank_log_gate_kernel(
+    x, w, b, g, D, R, normalizer, clamp_min,
+    HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, BD: tl.constexpr, BR: tl.constexpr, PDL: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    o_d = tl.program_id(1) * BD + tl.arange(0, BD)
+    o_r = tl.arange(0, BR)
+    m_d, m_r = o_d < D, o_r < R
+    wt = tl.load(w + o_d[:, None] * R + o_r[None, :], mask=m_d[:, None] & m_r[None, :], other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(b + o_d, mask=m_d, other=0.0).to(tl.float32)
+    wait_for_predecessor(PDL)
+    xr = tl.load(x + row * R + o_r, mask=m_r, other=0.0).to(tl.float32)
+    z = tl.sum(wt * xr[None, :], axis=1)
+    if HAS_BIAS:
+        z += bias
+    z = z.to(x.dtype.element_ty).to(tl.float32)  # rounded as the projection's output is
+    t = tl.exp(-tl.abs(z))
+    u = 1.0 + t
+    # log1p(t) to a few ulps (Goldberg's correction of log(1 + t); the denominator kept nonzero where unused)
+    log1p_t = tl.where(u == 1.0, t, tl.log(u) * t / tl.where(u == 1.0, 1.0, u - 1.0))
+    out = (tl.minimum(z, 0.0) - log1p_t) / normalizer
+    if HAS_CLAMP:
+        out = tl.maximum(out, clamp_min)
+    tl.store(g + row * D + o_d, out, mask=m_d)
+
+
+def low_rank_log_gate(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalizer: float, clamp_min: float | None
+) -> torch.Tensor:
+    R = x.shape[-1]
+    D = weight.shape[0]
+    x = x.contiguous()
+    rows = x.numel() // R
+    g = torch.empty(*x.shape[:-1], D, dtype=torch.float32, device=x.device)
+    if rows:
+        bd = min(triton.next_power_of_2(D), 256)
+        _low_rank_log_gate_kernel[(rows, triton.cdiv(D, bd))](
+            x, weight.contiguous(), bias, g, D, R, float(normalizer), 0.0 if clamp_min is None else float(clamp_min),
+            HAS_BIAS=bias is not None, HAS_CLAMP=clamp_min is not None, BD=bd, BR=triton.next_power_of_2(R),
+            **pdl_options(x.device),
+        )
+    return g
 
 
 # Grouped matrix-vector products: up to six weights sharing one input, for few rows (decode). Each program
 # streams BN rows of one weight once and multiplies them with all input rows, padded to 16 for one tensor-core
-# product. Measured on an H200 (benchmarks/profile_decode.py, GLA 1.3B at batch 1): these fixed tiles stream the
-# grouped projections at 2.3 TB/s, where cuBLAS ran the same projections one by one at 1.0 TB/s; a register
-# multiply-and-sum path for a single row and autotuned tiles were slower (the step took 2.3 ms instead of 1.7).
-# The launch settings are module knobs read at call time (benchmarks/sweep_gemv.py times alternatives).
-GEMV_BLOCK_K = 256
-# Launch settings: the best of 36 timed by benchmarks/sweep_gemv.py on the GLA 1.3B decode step's projection groups
-# (H200, bf16, batch 1): 1.71 ms a step for all of them, against 1.81 ms with 16/32-row blocks and 4 stages
-# (results/sweep_gemv_gla_NVIDIA_H200.json); the CUDA-graph step went from 1.74 to 1.64 ms.
-GEMV_BLOCK_N: int | None = 64  # weight rows per program; None: 32, or 16 below GEMV_MIN_PROGRAMS 32-row blocks
+# product. The launch settings are module knobs read at call time; None picks them per call by the rule of
+# _launch_settings, fitted to benchmarks/sweep_gemv.py's timings of the GLA 1.3B decode step's projection groups,
+# each called 24 times on distinct weights inside a CUDA graph as in a real step (H200, bf16, batch 1;
+# results/sweep_gemv_graph_gla_NVIDIA_H200.json): 32-row blocks with a 256-column tile where they give at least
+# one program per multiprocessor, else 16-row blocks with a 512-column tile, 4 stages: 9.6 / 5.8 / 13.5 / 10.0 us
+# for q-k-v-g (24 MB), o (8 MB), gate-up (46 MB) and down (23 MB), against one fixed setting's best 11.0 / 5.7 /
+# 16.2 / 11.0 and cuBLAS's 40.7 / 5.7 / 16.0 / 10.3.
+GEMV_BLOCK_N: int | None = None  # weight rows per program
+GEMV_BLOCK_K: int | None = None  # reduction tile, counted in 16-bit elements (float32 takes half: the same bytes)
 GEMV_WARPS = 4
-GEMV_STAGES = 3
+GEMV_STAGES = 4  # fewer where the GPU's shared memory per block is smaller
+GEMV_PREFETCH_BYTES = 2048
+"""With programmatic dependent launch: bytes of each of its rows a program asks L2 for while its predecessor runs."""
 GEMV_MAX_ROWS = 16
 GEMV_MAX_WEIGHTS = 6
-GEMV_MIN_PROGRAMS = 256  # below this many 32-row blocks, 16-row blocks keep more programs streaming
 
 
 @triton.jit
-def _gemv_tile(x, w, y, M, N, K, first_row,
-               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+def _gemv_tile(x, w, y, r, M, N, K, first_row,
+               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+               HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr):
+    """``y[:, rows] = x @ w[rows].T`` (``+ r[:, rows]``) for ``BN`` rows from ``first_row``; ``PREFETCH`` columns of
+    them (a multiple of ``LINE``, the elements in 128 bytes) are prefetched into L2 before waiting for ``x``."""
     o_m = tl.arange(0, BM)
     o_n = first_row + tl.arange(0, BN)
     m_m, m_n = o_m < M, o_n < N
+    if PREFETCH > 0:
+        o_l = tl.arange(0, PREFETCH // LINE) * LINE
+        lines = w + o_n[:, None].to(tl.int64) * K + o_l[None, :]
+        prefetch_l2(tl.where(m_n[:, None] & (o_l < K)[None, :], lines, w))
+    wait_for_predecessor(PDL)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
     for k0 in range(0, K, BK):
         o_k = k0 + tl.arange(0, BK)
         m_k = o_k < K
         xt = tl.load(x + o_m[:, None] * K + o_k[None, :], mask=m_m[:, None] & m_k[None, :], other=0.0)
-        wt = tl.load(w + o_n[:, None].to(tl.int64) * K + o_k[None, :], mask=m_n[:, None] & m_k[None, :], other=0.0)
+        wt = tl.load(w + o_n[:, None].to(tl.int64) * K + o_k[None, :], mask=m_n[:, None] & m_k[None, :], other=0.0,
+                     eviction_policy="evict_first")  # read once: leave L2 to the next kernel's prefetch
         acc += tl.dot(xt, tl.trans(wt), input_precision=PRECISION)
-    tl.store(y + o_m[:, None] * N + o_n[None, :], acc.to(y.dtype.element_ty), mask=m_m[:, None] & m_n[None, :])
+    out = acc.to(x.dtype.element_ty)  # rounded as F.linear's output is
+    m_y = m_m[:, None] & m_n[None, :]
+    if HAS_RESIDUAL:
+        out = out.to(tl.float32) + tl.load(r + o_m[:, None] * N + o_n[None, :], mask=m_y, other=0.0).to(tl.float32)
+    tl.store(y + o_m[:, None] * N + o_n[None, :], out.to(y.dtype.element_ty), mask=m_y)
 
 
 @triton.jit
 def _gemv_group_kernel(
-    x, w0, w1, w2, w3, w4, w5, y0, y1, y2, y3, y4, y5, N0, N1, N2, N3, N4, N5, e0, e1, e2, e3, e4, M, K,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+    x, w0, w1, w2, w3, w4, w5, y0, y1, y2, y3, y4, y5, r, N0, N1, N2, N3, N4, N5, e0, e1, e2, e3, e4, M, K,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr,
 ):
-    """Programs ``[0, e0)`` serve weight 0, ``[e0, e1)`` weight 1, and so on (cumulative block counts)."""
+    """Programs ``[0, e0)`` serve weight 0, ``[e0, e1)`` weight 1, and so on (cumulative block counts); the residual
+    ``r`` (``HAS_RESIDUAL``, a single weight) is added to weight 0's product."""
     pid = tl.program_id(0)
     if pid < e0:
-        _gemv_tile(x, w0, y0, M, N0, K, pid * BN, BM, BN, BK, PRECISION)
+        _gemv_tile(x, w0, y0, r, M, N0, K, pid * BN, BM, BN, BK, PRECISION, HAS_RESIDUAL, PDL, PREFETCH, LINE)
     elif pid < e1:
-        _gemv_tile(x, w1, y1, M, N1, K, (pid - e0) * BN, BM, BN, BK, PRECISION)
+        _gemv_tile(x, w1, y1, r, M, N1, K, (pid - e0) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
     elif pid < e2:
-        _gemv_tile(x, w2, y2, M, N2, K, (pid - e1) * BN, BM, BN, BK, PRECISION)
+        _gemv_tile(x, w2, y2, r, M, N2, K, (pid - e1) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
     elif pid < e3:
-        _gemv_tile(x, w3, y3, M, N3, K, (pid - e2) * BN, BM, BN, BK, PRECISION)
+        _gemv_tile(x, w3, y3, r, M, N3, K, (pid - e2) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
     elif pid < e4:
-        _gemv_tile(x, w4, y4, M, N4, K, (pid - e3) * BN, BM, BN, BK, PRECISION)
+        _gemv_tile(x, w4, y4, r, M, N4, K, (pid - e3) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
     else:
-        _gemv_tile(x, w5, y5, M, N5, K, (pid - e4) * BN, BM, BN, BK, PRECISION)
+        _gemv_tile(x, w5, y5, r, M, N5, K, (pid - e4) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
 
 
-def linear_group(x: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``[x @ w.T for w in weights]`` for ``x`` ``[M, K]`` with ``M <= GEMV_MAX_ROWS``, weights ``[N_i, K]``.
+def _launch_settings(x: torch.Tensor, rows: list[int]) -> tuple[int, int, int]:
+    """``(BN, BK, stages)`` for weights with these row counts (see the note above ``GEMV_BLOCK_N``)."""
+    sms = cuda_properties(x.device).multi_processor_count if x.is_cuda else 132
+    bn = GEMV_BLOCK_N or (32 if sum(triton.cdiv(n, 32) for n in rows) >= sms else 16)
+    bk = (GEMV_BLOCK_K or (256 if bn >= 32 else 512)) * 2 // x.element_size()
+    stages = GEMV_STAGES
+    if x.is_cuda:  # each stage holds a [BN, BK] weight tile and a [16, BK] input tile
+        stage_bytes = (bn + 16) * bk * x.element_size()
+        stages = max(1, min(stages, (cuda_properties(x.device).shared_memory_per_block_optin - 4096) // stage_bytes))
+    return bn, bk, stages
+
+
+def linear_group(x: torch.Tensor, weights: list[torch.Tensor], residual: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """``[x @ w.T for w in weights]`` for ``x`` ``[M, K]`` with ``M <= GEMV_MAX_ROWS``, weights ``[N_i, K]``; with
+    ``residual`` ``[M, N]`` (one weight only), ``[residual + x @ w.T]`` in ``torch.result_type(residual, x)``.
 
     float32 inputs multiply in full float32 (``ieee``), as ``F.linear`` does by default, not in TF32.
     """
     M, K = x.shape
     x = x.contiguous()
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
-    # GEMV_BLOCK_K counts 16-bit elements: float32 tiles take half as many, the same bytes of shared memory (with
-    # 64 rows, 3 stages and 256 float32 columns a launch needs 320 KiB, over the H200's 227)
-    bk = GEMV_BLOCK_K * 2 // x.element_size()
+    launch = pdl_options(x.device)
+    pdl = launch["PDL"]
+    line = 128 // x.element_size()
+    prefetch = 0
+    if pdl and GEMV_PREFETCH_BYTES:
+        prefetch = max(line, min(triton.next_power_of_2(K), triton.next_power_of_2(GEMV_PREFETCH_BYTES // x.element_size())))
+    if residual is not None:
+        residual = residual.contiguous()
     outs = []
     for start in range(0, len(weights), GEMV_MAX_WEIGHTS):
         group = [w.contiguous() for w in weights[start:start + GEMV_MAX_WEIGHTS]]
-        ys = [torch.empty(M, w.shape[0], dtype=x.dtype, device=x.device) for w in group]
-        bn = GEMV_BLOCK_N or (32 if sum(triton.cdiv(w.shape[0], 32) for w in group) >= GEMV_MIN_PROGRAMS else 16)
+        out_dtype = x.dtype if residual is None else torch.result_type(residual, x)
+        ys = [torch.empty(M, w.shape[0], dtype=out_dtype, device=x.device) for w in group]
+        bn, bk, stages = _launch_settings(x, [w.shape[0] for w in group])
         ends = [0]
         for w in group:
             ends.append(ends[-1] + triton.cdiv(w.shape[0], bn))
         pad = GEMV_MAX_WEIGHTS - len(group)
         _gemv_group_kernel[(ends[-1],)](
-            x, *group, *[group[0]] * pad, *ys, *[ys[0]] * pad, *[w.shape[0] for w in group], *[0] * pad,
+            x, *group, *[group[0]] * pad, *ys, *[ys[0]] * pad, residual, *[w.shape[0] for w in group], *[0] * pad,
             *(ends[1:] + [ends[-1]] * pad)[: GEMV_MAX_WEIGHTS - 1], M, K,
             BM=16, BN=bn, BK=min(bk, triton.next_power_of_2(K)), PRECISION=precision,
-            num_warps=GEMV_WARPS, num_stages=GEMV_STAGES,
+            HAS_RESIDUAL=residual is not None, PREFETCH=prefetch, LINE=line,
+            num_warps=GEMV_WARPS, num_stages=stages, **launch,
         )
         outs += ys
     return outs

@@ -11,25 +11,30 @@ import torch
 import triton
 import triton.language as tl
 
+from ..triton_launch import pdl_options, wait_for_predecessor
+
 
 @triton.jit
 def _step_kernel(
     q, k, v, g, state, o, scale,
     s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_gb, s_gh,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DECAY: tl.constexpr,
+    PDL: tl.constexpr,
 ):
-    """``DECAY``: 0 none, 1 one log decay per head, 2 one per key."""
+    """``DECAY``: 0 none, 1 one log decay per head, 2 one per key. With ``PDL`` the state slice (written only by
+    this kernel) is read while the previous kernel of the step still runs."""
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     kk = tl.arange(0, BK)
     vv = i_v * BV + tl.arange(0, BV)
     m_k, m_v = kk < K, vv < V
-    b_q = tl.load(q + i_b * s_qb + i_h * s_qh + kk, mask=m_k, other=0.0).to(tl.float32)
-    b_k = tl.load(k + i_b * s_kb + i_h * s_kh + kk, mask=m_k, other=0.0).to(tl.float32)
-    b_v = tl.load(v + i_b * s_vb + i_h * s_vh + vv, mask=m_v, other=0.0).to(tl.float32)
     p_s = state + i_bh.to(tl.int64) * (K * V) + kk[:, None] * V + vv[None, :]
     m_s = m_k[:, None] & m_v[None, :]
     b_s = tl.load(p_s, mask=m_s, other=0.0)
+    wait_for_predecessor(PDL)
+    b_q = tl.load(q + i_b * s_qb + i_h * s_qh + kk, mask=m_k, other=0.0).to(tl.float32)
+    b_k = tl.load(k + i_b * s_kb + i_h * s_kh + kk, mask=m_k, other=0.0).to(tl.float32)
+    b_v = tl.load(v + i_b * s_vb + i_h * s_vh + vv, mask=m_v, other=0.0).to(tl.float32)
     if DECAY == 2:
         b_s *= tl.exp(tl.load(g + i_b * s_gb + i_h * s_gh + kk, mask=m_k, other=0.0).to(tl.float32))[:, None]
     elif DECAY == 1:
@@ -69,6 +74,6 @@ def recurrent_gla_step(
     _step_kernel[(B * H, triton.cdiv(V, BV))](
         q, k, v, g, state, o, scale,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), g.stride(0), g.stride(1),
-        H=H, K=K, V=V, BK=BK, BV=BV, DECAY=decay,
+        H=H, K=K, V=V, BK=BK, BV=BV, DECAY=decay, **pdl_options(v.device),
     )
     return o

@@ -10,7 +10,9 @@ from .layers import (
     ShortConvolution,
     add_gated_output,
     gated_output,
+    log_gate,
     project,
+    project_add,
 )
 from .modeling import (
     RecurrentBlock,
@@ -38,6 +40,8 @@ __all__ = [
     "add_gated_output",
     "gated_output",
     "load_state",
+    "log_gate",
     "project",
+    "project_add",
     "store_state",
 ]

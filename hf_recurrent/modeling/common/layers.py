@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...kernels.causal_conv1d import causal_conv1d
-from ...kernels.fused_layers import add_rms_norm, linear_group, rms_norm, swiglu
+from ...kernels.fused_layers import add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu
 
 
 class RMSNorm(nn.Module):
@@ -37,20 +37,41 @@ class GatedRMSNorm(RMSNorm):
         return rms_norm(x, self.weight, self.eps, gate)
 
 
-FUSED_PROJECTIONS_MIN = 2
-"""``project`` fuses groups of at least this many layers: a single projection runs faster on cuBLAS
-(benchmarks/profile_decode.py times 1, 2 and never)."""
+FUSED_PROJECTIONS_MIN = 1
+"""``project`` fuses groups of at least this many layers (1: every projection; benchmarks/profile_decode.py times
+1, 2 and never). With programmatic dependent launch a single projection too is faster on our kernel than on
+cuBLAS, which waits for the previous kernel to finish before it starts streaming its weights."""
+
+
+def _plain(*linears: nn.Module, bias: bool = False) -> bool:
+    """Whether these are plain ``nn.Linear`` layers (with a bias when ``bias``, else without), no hooks: anything
+    else (an adapter or a quantised layer wrapped around them, a hook) is called as a module, so it keeps working."""
+    return all(type(m) is nn.Linear and (m.bias is not None) == bias and not m._forward_hooks
+               and not m._forward_pre_hooks for m in linears)
 
 
 def project(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
     """``[linear(x) for linear in linears]``; plain bias-free ``nn.Linear`` layers go through one fused launch for
-    decode-sized inputs (:func:`~hf_recurrent.kernels.fused_layers.linear_group`). Anything else (an adapter or a
-    quantised layer wrapped around them, a hook, a bias) is called as a module, so it keeps working."""
-    plain = all(type(m) is nn.Linear and m.bias is None and not m._forward_hooks and not m._forward_pre_hooks
-                for m in linears)
-    if plain and len(linears) >= FUSED_PROJECTIONS_MIN:
+    decode-sized inputs (:func:`~hf_recurrent.kernels.fused_layers.linear_group`)."""
+    if _plain(*linears) and len(linears) >= FUSED_PROJECTIONS_MIN:
         return linear_group(x, [m.weight for m in linears])
     return [m(x) for m in linears]
+
+
+def project_add(x: torch.Tensor, linear: nn.Linear, residual: torch.Tensor) -> torch.Tensor:
+    """``residual + linear(x)``, the add fused into the projection for a plain bias-free ``nn.Linear``."""
+    if _plain(linear):
+        return linear_residual(x, linear.weight, residual)
+    return residual + linear(x)
+
+
+def log_gate(x: torch.Tensor, linear: nn.Linear, normalizer: float, clamp_min: float | None) -> torch.Tensor:
+    """``max(logsigmoid(linear(x)) / normalizer, clamp_min)`` in float32 (GLA's log decay from its low-rank gate),
+    in one launch for a plain ``nn.Linear`` (:func:`~hf_recurrent.kernels.fused_layers.low_rank_log_gate`)."""
+    if _plain(linear, bias=linear.bias is not None):
+        return low_rank_log_gate(x, linear.weight, linear.bias, normalizer, clamp_min)
+    g = F.logsigmoid(linear(x).float()) / normalizer
+    return g if clamp_min is None else g.clamp_min(clamp_min)
 
 
 def add_gated_output(mixer: nn.Module, config) -> None:
@@ -83,8 +104,12 @@ class GatedMLP(nn.Module):
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return project(swiglu(*project(x, self.gate_proj, self.up_proj)), self.down_proj)[0]
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``down(silu(gate(x)) * up(x))``, plus ``residual`` when given (added in the last projection's launch)."""
+        hidden = swiglu(*project(x, self.gate_proj, self.up_proj))
+        if residual is not None:
+            return project_add(hidden, self.down_proj, residual)
+        return project(hidden, self.down_proj)[0]
 
 
 class ShortConvolution(nn.Module):

@@ -109,6 +109,8 @@ class RecurrentBlock(GradientCheckpointingLayer):
         else:
             hidden_states = residual + mixed
             normed = self.mlp_norm(hidden_states.to(mixed.dtype))
+        if isinstance(self.mlp, GatedMLP):  # the residual add fused into its last projection
+            return self.mlp(normed, residual=hidden_states).to(mixed.dtype)
         return (hidden_states + self.mlp(normed)).to(mixed.dtype)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from transformers.cache_utils import Cache
 
 from ...kernels.linear_attention import gated_linear_attention_from_state
@@ -18,6 +17,7 @@ from ..common import (
     RecurrentPreTrainedModel,
     ShortConvolution,
     load_state,
+    log_gate,
     store_state,
 )
 from .configuration_gla import HfrGLAConfig
@@ -86,9 +86,7 @@ class GatedLinearAttention(nn.Module):
                 conv(t, tail) for conv, t, tail in zip((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v), tails)
             )
             new_tail = torch.cat([tq, tk, tv], dim=1)
-        g = F.logsigmoid(self.gk_proj[1](gk_low).float()) / self.gate_logit_normalizer
-        if self.clamp_min is not None:
-            g = g.clamp_min(self.clamp_min)
+        g = log_gate(gk_low, self.gk_proj[1], self.gate_logit_normalizer, self.clamp_min)
         if keep is not None:
             k, g = k * keep, g * keep.float()
 

@@ -1,0 +1,52 @@
+"""Programmatic dependent launch (Hopper and later) for the kernels of a decode step.
+
+A decode step at batch 1 is a chain of small kernels, each streaming its weights from memory. Between two of them
+the memory would idle while one grid drains and the next one launches and ramps up (measured on an H200: 3-4 us of
+a 6-14 us matrix-vector product). Launched with ``launch_pdl=True``, a kernel may start while its predecessor in the
+stream still runs. Every kernel that opts in follows one protocol:
+
+1. before :func:`wait_for_predecessor` it only *reads* what no earlier kernel of the step writes: weights (prefetched
+   into L2 with :func:`prefetch_l2`) or a recurrent state that only this kernel updates; it writes nothing;
+2. every program calls :func:`wait_for_predecessor`: it blocks until the previous kernel has completed and its
+   writes are visible, then lets the next kernel launch. As every program waits, a kernel's completion implies its
+   predecessors'; kernels launched without the attribute (PyTorch's, cuBLAS) are ordered as usual.
+
+With ``PDL`` false (CPU interpreter, GPUs before Hopper, the knob off) the kernels are the plain ones.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from .backend import cuda_properties, triton_interpreting
+
+DEPENDENT_LAUNCH = True
+"""Knob: launch the decode-step kernels with programmatic dependent launch where the GPU supports it."""
+
+
+def dependent_launch(device: torch.device) -> bool:
+    """Whether kernels on ``device`` use programmatic dependent launch (CUDA, compute capability 9.0 or later)."""
+    return (DEPENDENT_LAUNCH and device.type == "cuda" and not triton_interpreting()
+            and cuda_properties(device).major >= 9)
+
+
+def pdl_options(device: torch.device) -> dict:
+    """A launch's keyword arguments for it: the kernel's ``PDL`` constexpr and, when on, Triton's ``launch_pdl``."""
+    return {"PDL": True, "launch_pdl": True} if dependent_launch(device) else {"PDL": False}
+
+
+@triton.jit
+def wait_for_predecessor(PDL: tl.constexpr):
+    """Wait until the previous kernel in the stream has finished, then let the next one launch (no-op without PDL)."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+
+
+@triton.jit
+def prefetch_l2(ptrs):
+    """Ask for the cache lines holding ``ptrs`` (any shape; every pointer must be valid) to be brought into L2."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
