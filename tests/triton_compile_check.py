@@ -242,6 +242,14 @@ def _cases():
 
         B, H, K, V = 2, 2, 24, 20
         q, k, v = (_randn(B, H, d, dtype=dtype, seed=i) for i, d in enumerate((K, K, V)))
+        if decay == "low_rank":
+            from hf_recurrent.kernels.linear_attention import LowRankLogDecay
+
+            for bias, clamp_min in ((None, None), (_randn(H * K, dtype=dtype, seed=9), -2.0)):
+                g = LowRankLogDecay(_randn(B, 16, dtype=dtype, seed=7), _randn(H * K, 16, dtype=dtype, seed=8), bias,
+                                    16.0, clamp_min)
+                gated_linear_attention_step(q, k, v, g, torch.zeros(B, H, K, V), backend="triton")
+            return
         g = {"none": None, "scalar": -torch.rand(B, H), "vector": -torch.rand(B, H, K)}[decay]
         gated_linear_attention_step(q, k, v, g, torch.zeros(B, H, K, V), backend="triton")
 
@@ -452,6 +460,12 @@ def _cases():
             for residual_dtype in (dtype, torch.float32):
                 fl.linear_residual(_randn(rows, 1, K, dtype=dtype, seed=7), weights[0],
                                    _randn(rows, 1, 48, dtype=residual_dtype, seed=8), backend="triton")
+        for rows in (1, 3):
+            for norm_weight in (None, _randn(K, seed=12)):
+                for residual_dtype in (dtype, torch.float32):
+                    fl.add_norm_swiglu(_randn(rows, 1, K, dtype=dtype, seed=13), _randn(rows, 1, K, dtype=residual_dtype),
+                                       norm_weight, 1e-6, _randn(40, K, dtype=dtype, seed=14),
+                                       _randn(40, K, dtype=dtype, seed=15), backend="triton")
         for bias in (None, _randn(40, dtype=dtype, seed=9)):
             for clamp_min in (None, -3.0):
                 fl.low_rank_log_gate(_randn(2, 1, 16, dtype=dtype, seed=10), _randn(40, 16, dtype=dtype, seed=11),
@@ -465,6 +479,7 @@ def _cases():
         cases.append((f"linear_attention-{decay}-inference",
                       lambda dt, a=decay: linear_attention(dt, a, False, True, False, False)))
         cases.append((f"linear_attention_step-{decay}", lambda dt, a=decay: linear_attention_step(dt, a)))
+    cases.append(("linear_attention_step-low_rank", lambda dt: linear_attention_step(dt, "low_rank")))
     cases.append(("linear_attention-vector-strong-decay", linear_attention_strong_decay))
     for design in ("sequential", "scan"):
         for chunk in ((False, True) if design == "sequential" else (False,)):

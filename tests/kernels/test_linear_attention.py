@@ -164,6 +164,31 @@ def test_step_triton_matches_reference(decay, K, V):
     assert _rel(s_tri, s_ref) < 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias,clamp_min", [(True, None), (False, -2.0)])
+def test_step_with_a_low_rank_decay_evaluated_in_the_kernel(dtype, bias, clamp_min):
+    """GLA's decode step: the log decay from its low-rank projection (R = 16 -> H * K) computed inside the step
+    kernel = the materialised decay through the reference step (float32: summation order; bfloat16: the decay's
+    pre-activation may round to the neighbouring value, 2^-8 relative before the log-sigmoid)."""
+    from hf_recurrent.kernels.linear_attention import LowRankLogDecay
+
+    torch.manual_seed(7)
+    B, H, K, V, R = 2, 3, 24, 20, 16
+    q, k = (torch.randn(B, H, K).to(dtype) for _ in range(2))
+    v = torch.randn(B, H, V).to(dtype)
+    decay = LowRankLogDecay((torch.randn(B, R) * 3).to(dtype), torch.randn(H * K, R).to(dtype),
+                            torch.randn(H * K).to(dtype) if bias else None, 16.0, clamp_min)
+    h0 = torch.randn(B, H, K, V)
+    s_tri, s_ref = h0.clone(), h0.clone()
+    o_tri = gated_linear_attention_step(q, k, v, decay, s_tri, backend="triton")
+    o_ref = gated_linear_attention_step(q, k, v, decay, s_ref, backend="reference")
+    torch.testing.assert_close(decay.materialize(H), decay.materialize(H).clamp_min(clamp_min or -1e30))
+    bound = (1e-5, 1e-6) if dtype == torch.float32 else (1e-2, 1e-3)
+    assert _rel(o_tri, o_ref) < bound[0] and _rel(s_tri, s_ref) < bound[1]
+    with pytest.raises(ValueError, match=r"low-rank log decay needs x \[B=2, R\] and weight \[H\*K=72, R\]"):
+        gated_linear_attention_step(q, k, v, LowRankLogDecay(decay.x, decay.weight[:-1], None, 16.0), s_tri)
+
+
 def test_step_triton_strided_inputs():
     """q, k, v as views into one projection (non-contiguous), as a model's decode produces them."""
     B, H, K = 2, 2, 16

@@ -91,6 +91,19 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
+def log_sigmoid_gate(z, normalizer, clamp_min, HAS_CLAMP: tl.constexpr):
+    """``max(logsigmoid(z) / normalizer, clamp_min)`` in float32, accurate in both tails."""
+    t = tl.exp(-tl.abs(z))
+    u = 1.0 + t
+    # log1p(t) to a few ulps (Goldberg's correction of log(1 + t); the denominator kept nonzero where unused)
+    log1p_t = tl.where(u == 1.0, t, tl.log(u) * t / tl.where(u == 1.0, 1.0, u - 1.0))
+    out = (tl.minimum(z, 0.0) - log1p_t) / normalizer
+    if HAS_CLAMP:
+        out = tl.maximum(out, clamp_min)
+    return out
+
+
+@triton.jit
 def _low_rank_log_gate_kernel(
     x, w, b, g, D, R, normalizer, clamp_min,
     HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, BD: tl.constexpr, BR: tl.constexpr, PDL: tl.constexpr,
@@ -108,14 +121,7 @@ def _low_rank_log_gate_kernel(
     if HAS_BIAS:
         z += bias
     z = z.to(x.dtype.element_ty).to(tl.float32)  # rounded as the projection's output is
-    t = tl.exp(-tl.abs(z))
-    u = 1.0 + t
-    # log1p(t) to a few ulps (Goldberg's correction of log(1 + t); the denominator kept nonzero where unused)
-    log1p_t = tl.where(u == 1.0, t, tl.log(u) * t / tl.where(u == 1.0, 1.0, u - 1.0))
-    out = (tl.minimum(z, 0.0) - log1p_t) / normalizer
-    if HAS_CLAMP:
-        out = tl.maximum(out, clamp_min)
-    tl.store(g + row * D + o_d, out, mask=m_d)
+    tl.store(g + row * D + o_d, log_sigmoid_gate(z, normalizer, clamp_min, HAS_CLAMP), mask=m_d)
 
 
 def low_rank_log_gate(
@@ -219,6 +225,16 @@ def _launch_settings(x: torch.Tensor, rows: list[int]) -> tuple[int, int, int]:
     return bn, bk, stages
 
 
+def _prefetch_columns(x: torch.Tensor, pdl: bool) -> tuple[int, int]:
+    """``(LINE, PREFETCH)``: elements of ``x``'s dtype in a 128-byte line, and the leading columns of each weight row
+    a program prefetches (0 without dependent launch)."""
+    line = 128 // x.element_size()
+    if not (pdl and GEMV_PREFETCH_BYTES):
+        return line, 0
+    K = x.shape[-1]
+    return line, max(line, min(triton.next_power_of_2(K), triton.next_power_of_2(GEMV_PREFETCH_BYTES // x.element_size())))
+
+
 def linear_group(x: torch.Tensor, weights: list[torch.Tensor], residual: torch.Tensor | None = None) -> list[torch.Tensor]:
     """``[x @ w.T for w in weights]`` for ``x`` ``[M, K]`` with ``M <= GEMV_MAX_ROWS``, weights ``[N_i, K]``; with
     ``residual`` ``[M, N]`` (one weight only), ``[residual + x @ w.T]`` in ``torch.result_type(residual, x)``.
@@ -229,11 +245,7 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], residual: torch.T
     x = x.contiguous()
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
     launch = pdl_options(x.device)
-    pdl = launch["PDL"]
-    line = 128 // x.element_size()
-    prefetch = 0
-    if pdl and GEMV_PREFETCH_BYTES:
-        prefetch = max(line, min(triton.next_power_of_2(K), triton.next_power_of_2(GEMV_PREFETCH_BYTES // x.element_size())))
+    line, prefetch = _prefetch_columns(x, launch["PDL"])
     if residual is not None:
         residual = residual.contiguous()
     outs = []
@@ -255,3 +267,81 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], residual: torch.T
         )
         outs += ys
     return outs
+
+
+@triton.jit
+def _add_norm_swiglu_kernel(
+    x, r, s, nw, wg, wu, h, M, N, K, eps,
+    HAS_WEIGHT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr,
+):
+    """One program: ``BN`` columns of ``h = silu(n W_g^T) * (n W_u^T)`` with ``n = RMSNorm(s)``, ``s = r + x`` (every
+    program recomputes ``s`` and its norm from L2; program 0 writes ``s``). Rounding as the unfused layers."""
+    pid = tl.program_id(0)
+    o_m = tl.arange(0, BM)
+    o_n = pid * BN + tl.arange(0, BN)
+    m_m, m_n = o_m < M, o_n < N
+    if PREFETCH > 0:
+        o_l = tl.arange(0, PREFETCH // LINE) * LINE
+        m_l = m_n[:, None] & (o_l < K)[None, :]
+        prefetch_l2(tl.where(m_l, wg + o_n[:, None].to(tl.int64) * K + o_l[None, :], wg))
+        prefetch_l2(tl.where(m_l, wu + o_n[:, None].to(tl.int64) * K + o_l[None, :], wu))
+    wait_for_predecessor(PDL)
+    sum_sq = tl.zeros([BM], dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        o_k = k0 + tl.arange(0, BK)
+        m_x = m_m[:, None] & (o_k < K)[None, :]
+        p_x = o_m[:, None] * K + o_k[None, :]
+        st = (tl.load(r + p_x, mask=m_x, other=0.0).to(tl.float32)
+              + tl.load(x + p_x, mask=m_x, other=0.0).to(tl.float32)).to(s.dtype.element_ty)
+        if pid == 0:
+            tl.store(s + p_x, st, mask=m_x)
+        sx = st.to(x.dtype.element_ty).to(tl.float32)  # the norm reads s in x's dtype
+        sum_sq += tl.sum(sx * sx, axis=1)
+    rstd = tl.rsqrt(sum_sq / K + eps)
+    acc_g = tl.zeros([BM, BN], dtype=tl.float32)
+    acc_u = tl.zeros([BM, BN], dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        o_k = k0 + tl.arange(0, BK)
+        m_k = o_k < K
+        m_x = m_m[:, None] & m_k[None, :]
+        p_x = o_m[:, None] * K + o_k[None, :]
+        st = (tl.load(r + p_x, mask=m_x, other=0.0).to(tl.float32)
+              + tl.load(x + p_x, mask=m_x, other=0.0).to(tl.float32)).to(s.dtype.element_ty)
+        xn = st.to(x.dtype.element_ty).to(tl.float32) * rstd[:, None]
+        if HAS_WEIGHT:
+            xn *= tl.load(nw + o_k, mask=m_k, other=0.0).to(tl.float32)[None, :]
+        xn = xn.to(x.dtype.element_ty)
+        p_w = o_n[:, None].to(tl.int64) * K + o_k[None, :]
+        m_w = m_n[:, None] & m_k[None, :]
+        wgt = tl.load(wg + p_w, mask=m_w, other=0.0, eviction_policy="evict_first")
+        wut = tl.load(wu + p_w, mask=m_w, other=0.0, eviction_policy="evict_first")
+        acc_g += tl.dot(xn, tl.trans(wgt), input_precision=PRECISION)
+        acc_u += tl.dot(xn, tl.trans(wut), input_precision=PRECISION)
+    a = acc_g.to(x.dtype.element_ty).to(tl.float32)
+    b = acc_u.to(x.dtype.element_ty).to(tl.float32)
+    silu = (a * tl.sigmoid(a)).to(x.dtype.element_ty).to(tl.float32)
+    tl.store(h + o_m[:, None] * N + o_n[None, :], (silu * b).to(h.dtype.element_ty), mask=m_m[:, None] & m_n[None, :])
+
+
+def add_norm_swiglu(
+    x: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor | None, eps: float,
+    w_gate: torch.Tensor, w_up: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s, h)`` for ``x``, ``residual`` ``[M, K]`` (``M <= GEMV_MAX_ROWS``) and weights ``[N, K]``."""
+    M, K = x.shape
+    N = w_gate.shape[0]
+    x, residual = x.contiguous(), residual.contiguous()
+    s = torch.empty(M, K, dtype=torch.result_type(residual, x), device=x.device)
+    h = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    launch = pdl_options(x.device)
+    line, prefetch = _prefetch_columns(x, launch["PDL"])
+    bn, bk, stages = _launch_settings(x, [N, N])
+    bn = max(16, bn // 2)  # rows of each of the two weights: a program streams as many rows as linear_group's do
+    _add_norm_swiglu_kernel[(triton.cdiv(N, bn),)](
+        x, residual, s, norm_weight, w_gate.contiguous(), w_up.contiguous(), h, M, N, K, eps,
+        HAS_WEIGHT=norm_weight is not None, BM=16, BN=bn, BK=min(bk, triton.next_power_of_2(K)),
+        PRECISION="ieee" if x.dtype == torch.float32 else "tf32", PREFETCH=prefetch, LINE=line,
+        num_warps=GEMV_WARPS, num_stages=stages, **launch,
+    )
+    return s, h

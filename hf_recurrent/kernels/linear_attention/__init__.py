@@ -29,8 +29,10 @@ import torch
 
 from ..backend import num_sequences, resolve_backend
 from . import reference
+from .low_rank_decay import LowRankLogDecay
 
-__all__ = ["gated_linear_attention", "gated_linear_attention_from_state", "gated_linear_attention_step"]
+__all__ = ["gated_linear_attention", "gated_linear_attention_from_state", "gated_linear_attention_step",
+           "LowRankLogDecay"]
 
 
 def _check(q, k, v, log_decay, initial_state, cu_seqlens) -> int:
@@ -75,26 +77,33 @@ def gated_linear_attention_step(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    log_decay: torch.Tensor | None,
+    log_decay: torch.Tensor | LowRankLogDecay | None,
     state: torch.Tensor,
     *,
     scale: float | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """One decode step: ``q, k`` ``[B, H, K]``, ``v`` ``[B, H, V]``, ``log_decay`` ``[B, H, K]``/``[B, H]``/None.
+    """One decode step: ``q, k`` ``[B, H, K]``, ``v`` ``[B, H, V]``, ``log_decay`` ``[B, H, K]``/``[B, H]``/None
+    or a :class:`LowRankLogDecay` with ``x`` ``[B, R]`` (evaluated inside the Triton kernel).
 
     ``state`` ``[B, H, K, V]`` float32 is updated in place (a fixed address, as CUDA graphs need); returns
     ``o`` ``[B, H, V]``.
     """
+    B, H, K = q.shape
     if state.dtype != torch.float32 or state.shape != (*q.shape, v.shape[-1]):
         raise ValueError(
             f"state must be float32 [B, H, K, V] = {(*q.shape, v.shape[-1])}; got {state.dtype} {tuple(state.shape)}"
         )
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if isinstance(log_decay, LowRankLogDecay) and (log_decay.x.shape[0] != B or log_decay.weight.shape[0] != H * K):
+        raise ValueError(f"a low-rank log decay needs x [B={B}, R] and weight [H*K={H * K}, R]; got "
+                         f"{tuple(log_decay.x.shape)} and {tuple(log_decay.weight.shape)}")
+    scale = K ** -0.5 if scale is None else scale
     if resolve_backend(backend, q) == "triton":
         from . import triton as triton_impl
 
         return triton_impl.recurrent_gla_step(q, k, v, log_decay, state, scale)
+    if isinstance(log_decay, LowRankLogDecay):
+        log_decay = log_decay.materialize(H)
     return reference.recurrent_gla_step(q, k, v, log_decay, state, scale)
 
 
@@ -102,7 +111,7 @@ def gated_linear_attention_from_state(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    log_decay: torch.Tensor | None,
+    log_decay: torch.Tensor | LowRankLogDecay | None,
     state: torch.Tensor | None,
     *,
     scale: float | None = None,
@@ -116,8 +125,11 @@ def gated_linear_attention_from_state(
     ``[B, T, H, V]`` and the state to keep (the same tensor after a step; ``None`` if not ``output_final_state``).
     """
     if q.shape[1] == 1 and state is not None and cu_seqlens is None:
-        o = gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], None if log_decay is None else log_decay[:, 0],
-                                        state, scale=scale)
+        step_decay = None if log_decay is None else (
+            log_decay.at(0) if isinstance(log_decay, LowRankLogDecay) else log_decay[:, 0])
+        o = gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], step_decay, state, scale=scale)
         return o.unsqueeze(1), state
+    if isinstance(log_decay, LowRankLogDecay):
+        log_decay = log_decay.materialize(q.shape[2])
     return gated_linear_attention(q, k, v, log_decay, scale=scale, initial_state=state,
                                   output_final_state=output_final_state, cu_seqlens=cu_seqlens)

@@ -7,7 +7,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...kernels.causal_conv1d import causal_conv1d
-from ...kernels.fused_layers import add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu
+from ...kernels.linear_attention import LowRankLogDecay
+from ...kernels.fused_layers import (
+    add_norm_swiglu, add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu,
+)
 
 
 class RMSNorm(nn.Module):
@@ -65,10 +68,16 @@ def project_add(x: torch.Tensor, linear: nn.Linear, residual: torch.Tensor) -> t
     return residual + linear(x)
 
 
-def log_gate(x: torch.Tensor, linear: nn.Linear, normalizer: float, clamp_min: float | None) -> torch.Tensor:
+def log_gate(
+    x: torch.Tensor, linear: nn.Linear, normalizer: float, clamp_min: float | None, lazy: bool = False
+) -> torch.Tensor | LowRankLogDecay:
     """``max(logsigmoid(linear(x)) / normalizer, clamp_min)`` in float32 (GLA's log decay from its low-rank gate),
-    in one launch for a plain ``nn.Linear`` (:func:`~hf_recurrent.kernels.fused_layers.low_rank_log_gate`)."""
+    in one launch for a plain ``nn.Linear`` (:func:`~hf_recurrent.kernels.fused_layers.low_rank_log_gate`); with
+    ``lazy``, as a :class:`~hf_recurrent.kernels.linear_attention.LowRankLogDecay` for the linear-attention op to
+    evaluate where it uses it (inside the decode step's kernel)."""
     if _plain(linear, bias=linear.bias is not None):
+        if lazy:
+            return LowRankLogDecay(x, linear.weight, linear.bias, normalizer, clamp_min)
         return low_rank_log_gate(x, linear.weight, linear.bias, normalizer, clamp_min)
     g = F.logsigmoid(linear(x).float()) / normalizer
     return g if clamp_min is None else g.clamp_min(clamp_min)
@@ -104,12 +113,19 @@ class GatedMLP(nn.Module):
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``down(silu(gate(x)) * up(x))``, plus ``residual`` when given (added in the last projection's launch)."""
-        hidden = swiglu(*project(x, self.gate_proj, self.up_proj))
-        if residual is not None:
-            return project_add(hidden, self.down_proj, residual)
-        return project(hidden, self.down_proj)[0]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return project(swiglu(*project(x, self.gate_proj, self.up_proj)), self.down_proj)[0]
+
+    def residual_branch(self, x: torch.Tensor, residual: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
+        """The pre-norm block's second half: ``s + mlp(norm(s))`` with ``s = residual + x``, in two launches for
+        decode-sized inputs (:func:`~hf_recurrent.kernels.fused_layers.add_norm_swiglu`, then the down projection
+        with the add in its epilogue) where it was five."""
+        if _plain(self.gate_proj, self.up_proj):
+            s, hidden = add_norm_swiglu(x, residual, norm.weight, norm.eps, self.gate_proj.weight, self.up_proj.weight)
+        else:
+            s, normed = norm(x, residual=residual)
+            hidden = swiglu(*project(normed, self.gate_proj, self.up_proj))
+        return project_add(hidden, self.down_proj, s)
 
 
 class ShortConvolution(nn.Module):

@@ -86,12 +86,16 @@ class GatedLinearAttention(nn.Module):
                 conv(t, tail) for conv, t, tail in zip((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v), tails)
             )
             new_tail = torch.cat([tq, tk, tv], dim=1)
-        g = log_gate(gk_low, self.gk_proj[1], self.gate_logit_normalizer, self.clamp_min)
-        if keep is not None:
-            k, g = k * keep, g * keep.float()
+        # without padding to mask or key heads to repeat, the decode step's kernel evaluates the gate itself
+        g = log_gate(gk_low, self.gk_proj[1], self.gate_logit_normalizer, self.clamp_min,
+                     lazy=keep is None and self.groups == 1)
+        if isinstance(g, torch.Tensor):
+            if keep is not None:
+                k, g = k * keep, g * keep.float()
+            g = g.view(B, T, -1, self.head_k_dim)
 
         q = q.view(B, T, self.num_heads, self.head_k_dim)
-        k, g = (t.view(B, T, -1, self.head_k_dim) for t in (k, g))
+        k = k.view(B, T, -1, self.head_k_dim)
         v = v.view(B, T, -1, self.head_v_dim)
         if self.groups > 1:
             k, g, v = (t.repeat_interleave(self.groups, dim=2) for t in (k, g, v))
