@@ -460,12 +460,6 @@ def _cases():
             for residual_dtype in (dtype, torch.float32):
                 fl.linear_residual(_randn(rows, 1, K, dtype=dtype, seed=7), weights[0],
                                    _randn(rows, 1, 48, dtype=residual_dtype, seed=8), backend="triton")
-        for rows in (1, 3):
-            for norm_weight in (None, _randn(K, seed=12)):
-                for residual_dtype in (dtype, torch.float32):
-                    fl.add_norm_swiglu(_randn(rows, 1, K, dtype=dtype, seed=13), _randn(rows, 1, K, dtype=residual_dtype),
-                                       norm_weight, 1e-6, _randn(40, K, dtype=dtype, seed=14),
-                                       _randn(40, K, dtype=dtype, seed=15), backend="triton")
         for bias in (None, _randn(40, dtype=dtype, seed=9)):
             for clamp_min in (None, -3.0):
                 fl.low_rank_log_gate(_randn(2, 1, 16, dtype=dtype, seed=10), _randn(40, 16, dtype=dtype, seed=11),

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_recurrent.kernels.fused_layers import (
-    add_norm_swiglu, add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu,
+    add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu,
 )
 
 # float32: reduction order only (1e-5); bfloat16: at most one rounding step of the output (2^-7 relative)
@@ -162,34 +162,3 @@ def test_low_rank_log_gate_triton_equals_reference(dtype, bias, clamp_min):
         torch.testing.assert_close(out.double(), exact, atol=1e-30, rtol=3e-5)
     else:  # the pre-activation is rounded to bfloat16 (2^-8 relative, times |z| <= 60 in the log-sigmoid)
         torch.testing.assert_close(out, ref, atol=0.02, rtol=2**-7)
-
-
-@pytest.mark.parametrize("dtype,residual_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
-                                                  (torch.bfloat16, torch.float32)])
-@pytest.mark.parametrize("rows", [1, 3])
-@pytest.mark.parametrize("affine", [True, False])
-def test_add_norm_swiglu_triton_equals_the_layers_one_by_one(rows, dtype, residual_dtype, affine):
-    """Residual add, RMSNorm, gate and up projections and SwiGLU in one launch = the unfused layers (K not a multiple
-    of the tile, N narrower than a block). The sum ``s`` is exact; ``h`` differs by summation order (float32) or by
-    one bfloat16 rounding step of a product (bfloat16)."""
-    torch.manual_seed(6)
-    K, N = 72, 40
-    x, r = torch.randn(rows, 1, K).to(dtype), torch.randn(rows, 1, K).to(residual_dtype)
-    norm_w = torch.randn(K) if affine else None
-    wg, wu = ((torch.randn(N, K) / K**0.5).to(dtype) for _ in range(2))
-    s, h = add_norm_swiglu(x, r, norm_w, 1e-6, wg, wu, backend="triton")
-    s_ref, h_ref = add_norm_swiglu(x, r, norm_w, 1e-6, wg, wu, backend="reference")
-    s_layers, normed = add_rms_norm(x, r, norm_w, 1e-6, backend="reference")
-    torch.testing.assert_close(s_ref, s_layers, atol=0, rtol=0)
-    torch.testing.assert_close(h_ref, swiglu(F.linear(normed, wg), F.linear(normed, wu), backend="reference"),
-                               atol=0, rtol=0)
-    assert s.dtype == torch.result_type(r, x) and h.dtype == dtype and h.shape == (rows, 1, N)
-    torch.testing.assert_close(s, s_ref, **(dict(atol=0, rtol=0) if s.dtype == torch.float32 else
-                                            dict(atol=0, rtol=2**-7)))  # the interpreter's own bf16 rounding
-    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=2**-5)
-    torch.testing.assert_close(h, h_ref, **tol)
-
-
-def test_add_norm_swiglu_checks_shapes():
-    with pytest.raises(ValueError, match=r"w_gate and w_up must both be \[N, 8\]"):
-        add_norm_swiglu(torch.randn(2, 8), torch.randn(2, 8), None, 1e-6, torch.randn(4, 8), torch.randn(5, 8))

@@ -16,8 +16,7 @@ with at most 16 rows (a decode step) one kernel streams every weight once, inste
 matrix-vector launch per weight; otherwise it is one ``F.linear`` each. :func:`linear_residual` is
 ``r + x W^T`` (the block's last residual add in the product's epilogue). :func:`low_rank_log_gate` is GLA's
 log decay from its low-rank gate projection, ``g = max(logsigmoid(x W^T + b) / n, c)`` in float32 (one launch
-instead of a projection, a cast, the log-sigmoid, the division and the clamp). :func:`add_norm_swiglu` is the
-SwiGLU MLP's input end in one launch: ``s = r + x``, ``h = silu(n W_g^T) * (n W_u^T)`` with ``n = RMSNorm(s)``.
+instead of a projection, a cast, the log-sigmoid, the division and the clamp).
 
 On Hopper GPUs the kernels use programmatic dependent launch (:mod:`hf_recurrent.kernels.triton_launch`): the
 matrix-vector products prefetch their weights while the previous kernel of the step still runs.
@@ -34,8 +33,7 @@ import torch
 from ..backend import resolve_backend
 from . import reference
 
-__all__ = ["rms_norm", "add_rms_norm", "swiglu", "linear_group", "linear_residual", "low_rank_log_gate",
-           "add_norm_swiglu"]
+__all__ = ["rms_norm", "add_rms_norm", "swiglu", "linear_group", "linear_residual", "low_rank_log_gate"]
 
 
 def _use_triton(backend: str | None, *tensors: torch.Tensor | None) -> bool:
@@ -149,32 +147,3 @@ def low_rank_log_gate(
 
         return triton_impl.low_rank_log_gate(x, weight, bias, normalizer, clamp_min)
     return reference.low_rank_log_gate(x, weight, bias, normalizer, clamp_min)
-
-
-def add_norm_swiglu(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    norm_weight: torch.Tensor | None,
-    eps: float,
-    w_gate: torch.Tensor,
-    w_up: torch.Tensor,
-    backend: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(s, silu(n W_g^T) * (n W_u^T))`` with ``(s, n) = add_rms_norm(x, residual, norm_weight, eps)``: the residual
-    add, the MLP's norm, its gate and up projections and the SwiGLU product in one launch for decode-sized inputs,
-    rounded as those layers are one by one. ``x``, ``residual`` ``[..., K]``; weights ``[N, K]``."""
-    _check(x, norm_weight, residual=residual)
-    K = x.shape[-1]
-    for w in (w_gate, w_up):
-        if w.dim() != 2 or w.shape != w_gate.shape or w.shape[1] != K:
-            raise ValueError(f"w_gate and w_up must both be [N, {K}]; got {tuple(w_gate.shape)}, {tuple(w_up.shape)}")
-    rows = x.numel() // K if K else 0
-    if (0 < rows and _use_triton(backend, x, residual, norm_weight, w_gate, w_up)
-            and w_gate.dtype == w_up.dtype == x.dtype):
-        from . import triton as triton_impl
-
-        if rows <= triton_impl.GEMV_MAX_ROWS and K >= 16:
-            s, h = triton_impl.add_norm_swiglu(x.reshape(rows, K), residual.reshape(rows, K), norm_weight, eps,
-                                               w_gate, w_up)
-            return s.view(x.shape), h.view(*x.shape[:-1], w_gate.shape[0])
-    return reference.add_norm_swiglu(x, residual, norm_weight, eps, w_gate, w_up)

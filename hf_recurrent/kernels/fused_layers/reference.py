@@ -40,11 +40,3 @@ def low_rank_log_gate(
 ) -> torch.Tensor:
     g = F.logsigmoid(F.linear(x, weight, bias).float()) / normalizer
     return g if clamp_min is None else g.clamp_min(clamp_min)
-
-
-def add_norm_swiglu(
-    x: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor | None, eps: float,
-    w_gate: torch.Tensor, w_up: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    s, n = add_rms_norm(x, residual, norm_weight, eps)
-    return s, swiglu(F.linear(n, w_gate), F.linear(n, w_up))

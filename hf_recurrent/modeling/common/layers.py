@@ -8,9 +8,7 @@ import torch.nn.functional as F
 
 from ...kernels.causal_conv1d import causal_conv1d
 from ...kernels.linear_attention import LowRankLogDecay
-from ...kernels.fused_layers import (
-    add_norm_swiglu, add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu,
-)
+from ...kernels.fused_layers import add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu
 
 
 class RMSNorm(nn.Module):
@@ -113,19 +111,12 @@ class GatedMLP(nn.Module):
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return project(swiglu(*project(x, self.gate_proj, self.up_proj)), self.down_proj)[0]
-
-    def residual_branch(self, x: torch.Tensor, residual: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
-        """The pre-norm block's second half: ``s + mlp(norm(s))`` with ``s = residual + x``, in two launches for
-        decode-sized inputs (:func:`~hf_recurrent.kernels.fused_layers.add_norm_swiglu`, then the down projection
-        with the add in its epilogue) where it was five."""
-        if _plain(self.gate_proj, self.up_proj):
-            s, hidden = add_norm_swiglu(x, residual, norm.weight, norm.eps, self.gate_proj.weight, self.up_proj.weight)
-        else:
-            s, normed = norm(x, residual=residual)
-            hidden = swiglu(*project(normed, self.gate_proj, self.up_proj))
-        return project_add(hidden, self.down_proj, s)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``down(silu(gate(x)) * up(x))``, plus ``residual`` when given (added in the last projection's launch)."""
+        hidden = swiglu(*project(x, self.gate_proj, self.up_proj))
+        if residual is not None:
+            return project_add(hidden, self.down_proj, residual)
+        return project(hidden, self.down_proj)[0]
 
 
 class ShortConvolution(nn.Module):

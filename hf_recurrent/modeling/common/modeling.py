@@ -104,18 +104,18 @@ class RecurrentBlock(GradientCheckpointingLayer):
         mixed = self.mixer(self.mixer_norm(hidden_states), attention_mask=attention_mask, cache=cache, **packed)
         if self.mlp is None:
             return (residual + mixed).to(mixed.dtype)
-        if _fusable(self.mlp, GatedMLP) and _fusable(self.mlp_norm, RMSNorm):  # residual adds and norm fused
-            return self.mlp.residual_branch(mixed, residual, self.mlp_norm).to(mixed.dtype)
         if isinstance(self.mlp_norm, RMSNorm):  # the residual add fused into the norm
             hidden_states, normed = self.mlp_norm(mixed, residual=residual)
         else:
             hidden_states = residual + mixed
             normed = self.mlp_norm(hidden_states.to(mixed.dtype))
+        if _fusable(self.mlp, GatedMLP):  # the residual add fused into its last projection
+            return self.mlp(normed, residual=hidden_states).to(mixed.dtype)
         return (hidden_states + self.mlp(normed)).to(mixed.dtype)
 
 
 def _fusable(module: nn.Module, cls: type[nn.Module]) -> bool:
-    """Whether ``module`` is exactly ``cls`` without hooks, so that a fused kernel may stand in for its call."""
+    """Whether ``module`` is exactly ``cls`` without hooks, so that it may be called with a fused extra argument."""
     return type(module) is cls and not module._forward_hooks and not module._forward_pre_hooks
 
 
