@@ -27,15 +27,23 @@ DEPENDENT_LAUNCH = True
 """Knob: launch the decode-step kernels with programmatic dependent launch where the GPU supports it."""
 
 
-def dependent_launch(device: torch.device) -> bool:
-    """Whether kernels on ``device`` use programmatic dependent launch (CUDA, compute capability 9.0 or later)."""
-    return (DEPENDENT_LAUNCH and device.type == "cuda" and not triton_interpreting()
-            and cuda_properties(device).major >= 9)
+DEPENDENT_LAUNCH_MAX_WAVES = 2
+"""Grids of more programs than this many per multiprocessor launch as usual: an early start only helps a grid that
+fits the GPU at once (a decode step at small batch); larger ones measured slower with it (H200, GLA at batch 64)."""
 
 
-def pdl_options(device: torch.device) -> dict:
+def dependent_launch(device: torch.device, programs: int = 1) -> bool:
+    """Whether a grid of ``programs`` on ``device`` uses programmatic dependent launch (CUDA, compute capability 9.0
+    or later, at most ``DEPENDENT_LAUNCH_MAX_WAVES`` programs per multiprocessor)."""
+    if not DEPENDENT_LAUNCH or device.type != "cuda" or triton_interpreting():
+        return False
+    properties = cuda_properties(device)
+    return properties.major >= 9 and programs <= DEPENDENT_LAUNCH_MAX_WAVES * properties.multi_processor_count
+
+
+def pdl_options(device: torch.device, programs: int = 1) -> dict:
     """A launch's keyword arguments for it: the kernel's ``PDL`` constexpr and, when on, Triton's ``launch_pdl``."""
-    return {"PDL": True, "launch_pdl": True} if dependent_launch(device) else {"PDL": False}
+    return {"PDL": True, "launch_pdl": True} if dependent_launch(device, programs) else {"PDL": False}
 
 
 @triton.jit

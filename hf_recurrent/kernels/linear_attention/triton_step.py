@@ -104,6 +104,7 @@ def recurrent_gla_step(
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), g.stride(0), g.stride(1),
         H=H, K=K, V=V, BK=BK, BV=BV, DECAY=decay, BR=triton.next_power_of_2(R),
         HAS_BIAS=low_rank is not None and low_rank.bias is not None,
-        HAS_CLAMP=low_rank is not None and low_rank.clamp_min is not None, **pdl_options(v.device),
+        HAS_CLAMP=low_rank is not None and low_rank.clamp_min is not None,
+        **pdl_options(v.device, B * H * triton.cdiv(V, BV)),
     )
     return o
