@@ -103,7 +103,7 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], backend: str | No
     if 0 < rows and _use_triton(backend, x, *weights) and all(w.dtype == x.dtype for w in weights):
         from . import triton as triton_impl
 
-        if rows <= triton_impl.GEMV_MAX_ROWS and K >= 16:
+        if triton_impl.takes(x, weights):
             outs = triton_impl.linear_group(x.reshape(rows, K), list(weights))
             return [y.view(*x.shape[:-1], y.shape[-1]) for y in outs]
     return reference.linear_group(x, weights)
@@ -121,7 +121,7 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
     if 0 < rows and _use_triton(backend, x, weight, residual) and weight.dtype == x.dtype:
         from . import triton as triton_impl
 
-        if rows <= triton_impl.GEMV_MAX_ROWS and K >= 16:
+        if triton_impl.takes(x, [weight]):
             y = triton_impl.linear_group(x.reshape(rows, K), [weight], residual.reshape(rows, N))[0]
             return y.view(residual.shape)
     return reference.linear_residual(x, weight, residual)
