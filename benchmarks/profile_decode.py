@@ -57,16 +57,12 @@ VARIANTS = {
     "block_n_32": {(gemv, "GEMV_BLOCK_N"): 32},
     "block_k_512": {(gemv, "GEMV_BLOCK_K"): 512},
     "stages_3": {(gemv, "GEMV_STAGES"): 3},
-    "split_k_2": {(gemv, "GEMV_SPLIT_K"): 2},
-    "split_k_4": {(gemv, "GEMV_SPLIT_K"): 4},
-    "split_k_8": {(gemv, "GEMV_SPLIT_K"): 8},
-    "split_k_4_block_k_128": {(gemv, "GEMV_SPLIT_K"): 4, (gemv, "GEMV_BLOCK_K"): 128},
     "grouped_only": {(layers, "FUSED_PROJECTIONS_MIN"): 2},
     "cublas": {(layers, "FUSED_PROJECTIONS_MIN"): 10**9},
 }
 """Knob settings timed as CUDA-graph steps: the defaults; without programmatic dependent launch; without or with
 more L2 prefetching per weight row; other matrix-vector tiles (rows per program, reduction tile, stages) for every
-call; the reduction split over 2-8 programs per row block; single projections through cuBLAS (``grouped_only``); every projection a separate ``F.linear`` (``cublas``)."""
+call; single projections through cuBLAS (``grouped_only``); every projection a separate ``F.linear`` (``cublas``)."""
 
 
 @contextlib.contextmanager

@@ -460,12 +460,6 @@ def _cases():
             for residual_dtype in (dtype, torch.float32):
                 fl.linear_residual(_randn(rows, 1, K, dtype=dtype, seed=7), weights[0],
                                    _randn(rows, 1, 48, dtype=residual_dtype, seed=8), backend="triton")
-            from hf_recurrent.kernels.fused_layers import triton as gemv
-
-            with knobs(gemv, GEMV_SPLIT_K=2, GEMV_BLOCK_K=32):  # the reduction shared by two programs a block
-                fl.linear_group(_randn(rows, 1, K, dtype=dtype, seed=7), weights[:3], backend="triton")
-                fl.linear_residual(_randn(rows, 1, K, dtype=dtype, seed=7), weights[0],
-                                   _randn(rows, 1, 48, dtype=torch.float32, seed=8), backend="triton")
         for bias in (None, _randn(40, dtype=dtype, seed=9)):
             for clamp_min in (None, -3.0):
                 fl.low_rank_log_gate(_randn(2, 1, 16, dtype=dtype, seed=10), _randn(40, 16, dtype=dtype, seed=11),

@@ -39,16 +39,10 @@ def test_gated_rms_norm_and_swiglu_match_torch():
     torch.testing.assert_close(swiglu(a, b, backend="triton"), F.silu(a) * b, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("split", [1, 4])
 @pytest.mark.parametrize("residual_dtype", [torch.float32, torch.bfloat16])
-def test_linear_group_and_residual_match_torch_at_decode_shapes(residual_dtype, split, monkeypatch):
+def test_linear_group_and_residual_match_torch_at_decode_shapes(residual_dtype):
     """The GLA 1.3B decode step's projections (q, k, v, g and the low-rank gate; gate/up; o; down + residual),
-    bf16: float32 sums of the same products as cuBLAS, so at most one bf16 rounding step apart; with the reduction
-    split over four programs a block, 20 repeated calls bit-identical (the programs meet through a counter: a
-    missing fence would show as a stale partial now and then)."""
-    from hf_recurrent.kernels.fused_layers import triton as triton_impl
-
-    monkeypatch.setattr(triton_impl, "GEMV_SPLIT_K", split)
+    bf16: float32 sums of the same products as cuBLAS, so at most one bf16 rounding step apart."""
     torch.manual_seed(2)
     for rows, cols in (([1024, 1024, 2048, 16, 2048], 2048), ([5632, 5632], 2048), ([2048], 2048), ([2048], 5632)):
         x = torch.randn(1, cols, device="cuda").to(torch.bfloat16)
@@ -56,12 +50,9 @@ def test_linear_group_and_residual_match_torch_at_decode_shapes(residual_dtype, 
         for y, w in zip(linear_group(x, weights, backend="triton"), weights):
             torch.testing.assert_close(y, F.linear(x, w), atol=1e-3, rtol=2**-7)
         r = torch.randn(1, rows[0], device="cuda").to(residual_dtype)
-        first = linear_residual(x, weights[0], r, backend="triton")
-        torch.testing.assert_close(first, r + F.linear(x, weights[0]), atol=1e-3, rtol=2**-7)
-        for _ in range(20 if split > 1 else 0):
-            assert torch.equal(linear_residual(x, weights[0], r, backend="triton"), first)
-            assert all(torch.equal(a, b) for a, b in zip(linear_group(x, weights, backend="triton"),
-                                                         linear_group(x, weights, backend="triton")))
+        # the product may round to the neighbouring bf16 value, and the sum then one step of the residual's size
+        torch.testing.assert_close(linear_residual(x, weights[0], r, backend="triton"), r + F.linear(x, weights[0]),
+                                   atol=2**-8 * r.abs().max().item() + 1e-3, rtol=2**-7)
 
 
 def test_low_rank_log_gate_matches_torch():

@@ -89,16 +89,10 @@ def test_shape_errors_are_clear():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3, 16])
 @pytest.mark.parametrize("count", [1, 2, 7])
-@pytest.mark.parametrize("split", [1, 3])
-def test_linear_group_triton_equals_linear(rows, count, dtype, split, monkeypatch):
+def test_linear_group_triton_equals_linear(rows, count, dtype):
     """Decode-sized inputs: one launch for several projections of the same input (K not a power of two, a
-    weight narrower than a block, more weights than one launch takes), with whole rows per program and with the
-    reduction split over three programs per row block. bfloat16: float32 sums of the same products, so only the
-    output's rounding differs from float64 (TOL)."""
-    from hf_recurrent.kernels.fused_layers import triton as triton_impl
-
-    monkeypatch.setattr(triton_impl, "GEMV_SPLIT_K", split)
-    monkeypatch.setattr(triton_impl, "GEMV_BLOCK_K", 16 if split > 1 else None)  # several tiles to share
+    weight narrower than a block, more weights than one launch takes). bfloat16: float32 sums of the same
+    products, so only the output's rounding differs from float64 (TOL)."""
     torch.manual_seed(3)
     K = 80
     x = torch.randn(rows, 1, K).to(dtype)
@@ -108,8 +102,6 @@ def test_linear_group_triton_equals_linear(rows, count, dtype, split, monkeypatc
     assert all(o.dtype == dtype for o in outs)
     for o, w in zip(outs, weights):
         torch.testing.assert_close(o.double(), F.linear(x.double(), w.double()), **TOL[dtype])
-    if split > 1:  # every arrival counter back at zero for the next call
-        assert not triton_impl._SPLIT_BUFFERS[x.device][1].any()
 
 
 def test_linear_group_checks_shapes_and_falls_back_for_many_rows():
@@ -122,14 +114,9 @@ def test_linear_group_checks_shapes_and_falls_back_for_many_rows():
 @pytest.mark.parametrize("dtype,residual_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
                                                   (torch.bfloat16, torch.float32)])
 @pytest.mark.parametrize("rows", [1, 5])
-@pytest.mark.parametrize("split", [1, 2])
-def test_linear_residual_triton_equals_unfused(rows, dtype, residual_dtype, split, monkeypatch):
+def test_linear_residual_triton_equals_unfused(rows, dtype, residual_dtype):
     """``r + x W^T`` in one launch: the product rounded to x's dtype, then added in the residual's (as the block's
-    unfused ``hidden + mlp(x)`` does), by the program finishing the row block when two share its reduction."""
-    from hf_recurrent.kernels.fused_layers import triton as triton_impl
-
-    monkeypatch.setattr(triton_impl, "GEMV_SPLIT_K", split)
-    monkeypatch.setattr(triton_impl, "GEMV_BLOCK_K", 32 if split > 1 else None)
+    unfused ``hidden + mlp(x)`` does)."""
     torch.manual_seed(4)
     K, N = 96, 40
     x = torch.randn(rows, 1, K).to(dtype)
