@@ -77,8 +77,6 @@ def recurrent_gla_step(
     contiguous. Returns ``o`` ``[B, H, V]`` in ``v``'s dtype.
     """
     low_rank = log_decay if isinstance(log_decay, LowRankLogDecay) else None
-    if low_rank is not None:
-        log_decay = low_rank.x.contiguous()
     B, H, K = q.shape
     V = v.shape[-1]
     if not state.is_contiguous():
@@ -86,16 +84,23 @@ def recurrent_gla_step(
     for name, x in (("q", q), ("k", k), ("v", v), ("log_decay", log_decay)):
         if x is not None and x.dim() == 3 and x.stride(-1) != 1:
             raise ValueError(f"{name} must have a unit stride along its last dimension")
-    decay = 3 if low_rank is not None else 0 if log_decay is None else (1 if log_decay.dim() == 2 else 2)
-    g = q if log_decay is None else log_decay
     o = torch.empty(B, H, V, device=v.device, dtype=v.dtype)
     BK = max(triton.next_power_of_2(K), 16)
     BV = min(max(triton.next_power_of_2(V), 16), 64 if BK <= 128 else 32)
     if v.is_cuda:  # narrower value blocks until every multiprocessor streams a slice of the state
         while BV > 16 and B * H * triton.cdiv(V, BV) < cuda_properties(v.device).multi_processor_count:
             BV //= 2
-    # batch x heads on the first grid axis: the second allows 65535 programs (GateLoop: 2048 heads x batch 64)
+    programs = B * H * triton.cdiv(V, BV)
+    if low_rank is not None and v.is_cuda and programs > 2 * cuda_properties(v.device).multi_processor_count:
+        # each program evaluates its keys' decay: past two programs a multiprocessor (large batches) those
+        # repeated reads of the gate's weights cost more than the launch they save
+        log_decay, low_rank = low_rank.materialize(H), None
+    elif low_rank is not None:
+        log_decay = low_rank.x.contiguous()
+    decay = 3 if low_rank is not None else 0 if log_decay is None else (1 if log_decay.dim() == 2 else 2)
+    g = q if log_decay is None else log_decay
     R = 1 if low_rank is None else g.shape[-1]
+    # batch x heads on the first grid axis: the second allows 65535 programs (GateLoop: 2048 heads x batch 64)
     _step_kernel[(B * H, triton.cdiv(V, BV))](
         q, k, v, g, state, o, scale,
         None if low_rank is None else low_rank.weight.contiguous(), None if low_rank is None else low_rank.bias,
@@ -105,6 +110,6 @@ def recurrent_gla_step(
         H=H, K=K, V=V, BK=BK, BV=BV, DECAY=decay, BR=triton.next_power_of_2(R),
         HAS_BIAS=low_rank is not None and low_rank.bias is not None,
         HAS_CLAMP=low_rank is not None and low_rank.clamp_min is not None,
-        **pdl_options(v.device, B * H * triton.cdiv(V, BV)),
+        **pdl_options(v.device, programs),
     )
     return o
