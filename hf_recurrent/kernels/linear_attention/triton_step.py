@@ -81,7 +81,7 @@ def recurrent_gla_step(
     V = v.shape[-1]
     if not state.is_contiguous():
         raise ValueError("state must be contiguous (it is updated in place)")
-    for name, x in (("q", q), ("k", k), ("v", v), ("log_decay", log_decay)):
+    for name, x in (("q", q), ("k", k), ("v", v), ("log_decay", None if low_rank is not None else log_decay)):
         if x is not None and x.dim() == 3 and x.stride(-1) != 1:
             raise ValueError(f"{name} must have a unit stride along its last dimension")
     o = torch.empty(B, H, V, device=v.device, dtype=v.dtype)
