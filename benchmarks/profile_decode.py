@@ -53,9 +53,6 @@ VARIANTS = {
     "no_dependent_launch": {(triton_launch, "DEPENDENT_LAUNCH"): False},
     "no_prefetch": {(gemv, "GEMV_PREFETCH_BYTES"): 0},
     "prefetch_8k": {(gemv, "GEMV_PREFETCH_BYTES"): 8192},
-    "no_next_prefetch": {(gemv, "GEMV_PREFETCH_NEXT_BYTES"): 0},
-    "next_prefetch_8m": {(gemv, "GEMV_PREFETCH_NEXT_BYTES"): 8 << 20},
-    "next_prefetch_32m": {(gemv, "GEMV_PREFETCH_NEXT_BYTES"): 32 << 20},
     "block_n_16": {(gemv, "GEMV_BLOCK_N"): 16},
     "block_n_32": {(gemv, "GEMV_BLOCK_N"): 32},
     "block_k_512": {(gemv, "GEMV_BLOCK_K"): 512},
@@ -64,7 +61,7 @@ VARIANTS = {
     "cublas": {(layers, "FUSED_PROJECTIONS_MIN"): 10**9},
 }
 """Knob settings timed as CUDA-graph steps: the defaults; without programmatic dependent launch; without or with
-more L2 prefetching per weight row; without or with less or more prefetching of the next call's weights; other matrix-vector tiles (rows per program, reduction tile, stages) for every
+more L2 prefetching per weight row; other matrix-vector tiles (rows per program, reduction tile, stages) for every
 call; single projections through cuBLAS (``grouped_only``); every projection a separate ``F.linear`` (``cublas``)."""
 
 

@@ -567,15 +567,13 @@ def _resolve(module: str, qualname: str):
 def _as_on_hopper(launch: dict) -> dict:
     """A launch as a Hopper GPU makes it: kernels with a ``PDL`` constexpr (programmatic dependent launch, always off
     under the interpreter, whose CPU cannot run the instructions) compiled with it on, and a matrix-vector kernel's
-    L2 prefetches (``PREFETCH``, 0 without it, covering two cache lines; ``NEXT``, the next call's weights) on."""
+    L2 prefetch (``PREFETCH``, 0 without it) covering two cache lines."""
     constexprs = launch["constexprs"]
     if "PDL" not in constexprs:
         return launch
     constexprs = dict(constexprs, PDL=True)
     if "PREFETCH" in constexprs:
         constexprs["PREFETCH"] = 2 * constexprs["LINE"]
-    if "NEXT" in constexprs:  # the prefetch of the next call's weights (it needs a previous step to know them)
-        constexprs["NEXT"] = True
     return dict(launch, constexprs=constexprs)
 
 

@@ -58,13 +58,3 @@ def wait_for_predecessor(PDL: tl.constexpr):
 def prefetch_l2(ptrs):
     """Ask for the cache lines holding ``ptrs`` (any shape; every pointer must be valid) to be brought into L2."""
     tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def bulk_prefetch_l2(address, nbytes):
-    """Ask the copy engine to bring ``nbytes`` (a multiple of 16) from ``address`` (an int64, 16-byte aligned) into L2;
-    one thread of the program issues it (Hopper's ``cp.async.bulk.prefetch``)."""
-    tl.inline_asm_elementwise(
-        "{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; "
-        "@p cp.async.bulk.prefetch.L2.global [$1], $2; } // $0",
-        "=r,l,r", [address, nbytes], dtype=tl.int32, is_pure=False, pack=1)

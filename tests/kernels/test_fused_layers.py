@@ -162,24 +162,3 @@ def test_low_rank_log_gate_triton_equals_reference(dtype, bias, clamp_min):
         torch.testing.assert_close(out.double(), exact, atol=1e-30, rtol=3e-5)
     else:  # the pre-activation is rounded to bfloat16 (2^-8 relative, times |z| <= 60 in the log-sigmoid)
         torch.testing.assert_close(out, ref, atol=0.02, rtol=2**-7)
-
-
-def test_the_next_calls_weights_are_predicted_from_the_previous_step(monkeypatch):
-    """A decode step calls the same projections in the same order every token: after one step each call knows the
-    weights of the call after it (addresses and byte counts, capped in all by GEMV_PREFETCH_NEXT_BYTES, 16-byte
-    multiples), and forgets them once those weights are gone."""
-    from hf_recurrent.kernels.fused_layers import triton as triton_impl
-
-    monkeypatch.setattr(triton_impl, "_FOLLOWERS", {})
-    monkeypatch.setattr(triton_impl, "_PREVIOUS", [0])
-    monkeypatch.setattr(triton_impl, "GEMV_PREFETCH_NEXT_BYTES", 1000)
-    x = torch.randn(1, 8)
-    a, b = [torch.randn(40, 8)], [torch.randn(10, 8), torch.randn(30, 8)]  # 1280, 320 and 960 bytes
-    assert triton_impl._next_call(x, a) == ([0] * 6, [0] * 6)  # nothing known yet
-    triton_impl._next_call(x, b)
-    addresses, sizes = triton_impl._next_call(x, a)  # the second step: b follows a
-    assert addresses[:2] == [b[0].data_ptr(), b[1].data_ptr()] and sizes[:3] == [320, 672, 0]  # 1000 in all, x16
-    assert triton_impl._next_call(x, b) == ([a[0].data_ptr()] + [0] * 5, [992] + [0] * 5)
-    triton_impl._next_call(x, a)
-    del a
-    assert triton_impl._next_call(x, b) == ([0] * 6, [0] * 6)  # b's follower was freed: no guess

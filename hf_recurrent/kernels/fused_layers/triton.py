@@ -6,14 +6,12 @@ optionally multiplies by ``silu(gate)``; ``_swiglu_kernel`` is ``silu(a) * b`` o
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 import triton
 import triton.language as tl
 
 from ..backend import cuda_properties
-from ..triton_launch import bulk_prefetch_l2, pdl_options, prefetch_l2, wait_for_predecessor
+from ..triton_launch import pdl_options, prefetch_l2, wait_for_predecessor
 
 MAX_D = 16384
 SWIGLU_BLOCK = 1024
@@ -160,8 +158,6 @@ GEMV_WARPS = 4
 GEMV_STAGES = 4  # fewer where the GPU's shared memory per block is smaller
 GEMV_PREFETCH_BYTES = 2048
 """With programmatic dependent launch: bytes of each of its rows a program asks L2 for while its predecessor runs."""
-GEMV_PREFETCH_NEXT_BYTES = 16 << 20
-"""On Hopper, bytes of the next call's weights each call asks L2 for (0: off); see :func:`_next_call`."""
 GEMV_MIN_PROGRAMS = 64
 """On a GPU, projections that give fewer programs than this (16-row blocks) run on cuBLAS, which splits the
 reduction of a narrow output (Mamba's x_proj: 160 rows of 4096 columns; measured on the H200, batch 1: Mamba 1.4B
@@ -200,46 +196,13 @@ def _gemv_tile(x, w, y, r, M, N, K, first_row,
 
 
 @triton.jit
-def _prefetch_range(address, nbytes, start, lo, hi):
-    """Prefetch the part of ``[lo, hi)`` that falls in the range ``[start, start + nbytes)`` of the next call's
-    weights (``address`` its first byte), in pieces of at most 64 KiB; returns where the next range starts."""
-    a = tl.maximum(lo, start)
-    b = tl.minimum(hi, start + nbytes)
-    while a < b:
-        piece = tl.minimum(b - a, 65536)
-        bulk_prefetch_l2(address + (a - start), piece.to(tl.int32))
-        a += piece
-    return start + nbytes
-
-
-@triton.jit
-def _prefetch_next_call(a0, a1, a2, a3, a4, a5, n0, n1, n2, n3, n4, n5):
-    """This program's share of the bytes of the next call's weights (16-byte multiples), asked of L2."""
-    total = n0 + n1 + n2 + n3 + n4 + n5
-    share = ((total + tl.num_programs(0) - 1) // tl.num_programs(0) + 15) // 16 * 16
-    lo = tl.program_id(0).to(tl.int64) * share
-    hi = tl.minimum(lo + share, total)
-    start = _prefetch_range(a0, n0, 0, lo, hi)
-    start = _prefetch_range(a1, n1, start, lo, hi)
-    start = _prefetch_range(a2, n2, start, lo, hi)
-    start = _prefetch_range(a3, n3, start, lo, hi)
-    start = _prefetch_range(a4, n4, start, lo, hi)
-    _prefetch_range(a5, n5, start, lo, hi)
-
-
-@triton.jit
 def _gemv_group_kernel(
     x, w0, w1, w2, w3, w4, w5, y0, y1, y2, y3, y4, y5, r, N0, N1, N2, N3, N4, N5, e0, e1, e2, e3, e4, M, K,
-    a0, a1, a2, a3, a4, a5, n0, n1, n2, n3, n4, n5,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr, NEXT: tl.constexpr,
+    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr,
 ):
     """Programs ``[0, e0)`` serve weight 0, ``[e0, e1)`` weight 1, and so on (cumulative block counts); the residual
-    ``r`` (``HAS_RESIDUAL``, a single weight) is added to weight 0's product. With ``NEXT`` the programs first ask
-    L2 for the weights of the call expected next (addresses ``a*``, byte counts ``n*``), which then stream in while
-    this product and the small kernels after it run."""
-    if NEXT:
-        _prefetch_next_call(a0, a1, a2, a3, a4, a5, n0, n1, n2, n3, n4, n5)
+    ``r`` (``HAS_RESIDUAL``, a single weight) is added to weight 0's product."""
     pid = tl.program_id(0)
     if pid < e0:
         _gemv_tile(x, w0, y0, r, M, N0, K, pid * BN, BM, BN, BK, PRECISION, HAS_RESIDUAL, PDL, PREFETCH, LINE)
@@ -287,35 +250,6 @@ def takes(x: torch.Tensor, weights: list[torch.Tensor]) -> bool:
     return not x.is_cuda or sum(triton.cdiv(w.shape[0], 16) for w in weights) >= GEMV_MIN_PROGRAMS
 
 
-_FOLLOWERS: dict[int, tuple[list[weakref.ref], list[int]]] = {}
-_PREVIOUS: list[int] = [0]
-
-
-def _next_call(x: torch.Tensor, group: list[torch.Tensor]) -> tuple[list[int], list[int]]:
-    """The weights of the call that followed the last call with this group, as 6 addresses and 6 byte counts (16-byte
-    multiples, at most ``GEMV_PREFETCH_NEXT_BYTES`` in all; zeros when none), and record this call as the follower
-    of the previous one. A decode step calls the same projections in the same order every token, so from the second
-    step on each call knows the next one's weights: they are prefetched into L2 while this product, and the
-    latency-bound kernels between the two (norms, the recurrent step), run, and the next product reads them from
-    there. Only a hint: a wrong guess costs bandwidth, never a result. Weights are held by weak reference."""
-    key = group[0].data_ptr()
-    if _PREVIOUS[0]:
-        _FOLLOWERS[_PREVIOUS[0]] = ([weakref.ref(w) for w in group], [w.data_ptr() for w in group])
-    _PREVIOUS[0] = key
-    addresses, sizes = [0] * GEMV_MAX_WEIGHTS, [0] * GEMV_MAX_WEIGHTS
-    follower = _FOLLOWERS.get(key)
-    if follower is None or not GEMV_PREFETCH_NEXT_BYTES:
-        return addresses, sizes
-    budget = GEMV_PREFETCH_NEXT_BYTES
-    for i, (ref, address) in enumerate(zip(*follower)):
-        w = ref()
-        if w is None or w.data_ptr() != address or address % 16 or not w.is_contiguous() or w.device != x.device:
-            return [0] * GEMV_MAX_WEIGHTS, [0] * GEMV_MAX_WEIGHTS
-        addresses[i], sizes[i] = address, min(budget, w.numel() * w.element_size()) // 16 * 16
-        budget -= sizes[i]
-    return addresses, sizes
-
-
 def linear_group(x: torch.Tensor, weights: list[torch.Tensor], residual: torch.Tensor | None = None) -> list[torch.Tensor]:
     """``[x @ w.T for w in weights]`` for ``x`` ``[M, K]`` with ``M <= GEMV_MAX_ROWS``, weights ``[N_i, K]``; with
     ``residual`` ``[M, N]`` (one weight only), ``[residual + x @ w.T]`` in ``torch.result_type(residual, x)``.
@@ -339,12 +273,11 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], residual: torch.T
         for w in group:
             ends.append(ends[-1] + triton.cdiv(w.shape[0], bn))
         pad = GEMV_MAX_WEIGHTS - len(group)
-        addresses, sizes = _next_call(x, group) if launch["PDL"] else ([0] * GEMV_MAX_WEIGHTS,) * 2
         _gemv_group_kernel[(ends[-1],)](
             x, *group, *[group[0]] * pad, *ys, *[ys[0]] * pad, residual, *[w.shape[0] for w in group], *[0] * pad,
-            *(ends[1:] + [ends[-1]] * pad)[: GEMV_MAX_WEIGHTS - 1], M, K, *addresses, *sizes,
+            *(ends[1:] + [ends[-1]] * pad)[: GEMV_MAX_WEIGHTS - 1], M, K,
             BM=16, BN=bn, BK=min(bk, triton.next_power_of_2(K)), PRECISION=precision,
-            HAS_RESIDUAL=residual is not None, PREFETCH=prefetch, LINE=line, NEXT=any(sizes),
+            HAS_RESIDUAL=residual is not None, PREFETCH=prefetch, LINE=line,
             num_warps=GEMV_WARPS, num_stages=stages, **launch,
         )
         outs += ys
