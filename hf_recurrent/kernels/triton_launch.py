@@ -11,7 +11,8 @@ stream still runs. Every kernel that opts in follows one protocol:
    writes are visible, then lets the next kernel launch. As every program waits, a kernel's completion implies its
    predecessors'; kernels launched without the attribute (PyTorch's, cuBLAS) are ordered as usual.
 
-With ``PDL`` false (CPU interpreter, GPUs before Hopper, the knob off) the kernels are the plain ones.
+With ``PDL`` false (CPU interpreter, GPUs before Hopper, Triton without the feature, the knob off) the kernels are
+the plain ones.
 """
 
 from __future__ import annotations
@@ -19,9 +20,23 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-
 from .backend import cuda_properties, triton_interpreting
+
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    from triton.backends.nvidia.compiler import CUDAOptions
+
+    _SUPPORTED = "launch_pdl" in CUDAOptions.__dataclass_fields__
+except ImportError:  # Triton before 3.4 (3.2 has neither): the kernels launch as usual
+    _SUPPORTED = False
+
+    @triton.jit
+    def gdc_wait():
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():
+        pass
 
 DEPENDENT_LAUNCH = True
 """Knob: launch the decode-step kernels with programmatic dependent launch where the GPU supports it."""
@@ -35,7 +50,7 @@ fits the GPU at once (a decode step at small batch); larger ones measured slower
 def dependent_launch(device: torch.device, programs: int = 1) -> bool:
     """Whether a grid of ``programs`` on ``device`` uses programmatic dependent launch (CUDA, compute capability 9.0
     or later, at most ``DEPENDENT_LAUNCH_MAX_WAVES`` programs per multiprocessor)."""
-    if not DEPENDENT_LAUNCH or device.type != "cuda" or triton_interpreting():
+    if not (DEPENDENT_LAUNCH and _SUPPORTED) or device.type != "cuda" or triton_interpreting():
         return False
     properties = cuda_properties(device)
     return properties.major >= 9 and programs <= DEPENDENT_LAUNCH_MAX_WAVES * properties.multi_processor_count
