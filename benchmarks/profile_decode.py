@@ -51,8 +51,6 @@ def kernel_profile(step, top: int) -> dict:
 VARIANTS = {
     "default": {},
     "no_dependent_launch": {(triton_launch, "DEPENDENT_LAUNCH"): False},
-    "no_prefetch": {(gemv, "GEMV_PREFETCH_BYTES"): 0},
-    "prefetch_8k": {(gemv, "GEMV_PREFETCH_BYTES"): 8192},
     "block_n_16": {(gemv, "GEMV_BLOCK_N"): 16},
     "block_n_32": {(gemv, "GEMV_BLOCK_N"): 32},
     "block_k_512": {(gemv, "GEMV_BLOCK_K"): 512},
@@ -60,8 +58,7 @@ VARIANTS = {
     "grouped_only": {(layers, "FUSED_PROJECTIONS_MIN"): 2},
     "cublas": {(layers, "FUSED_PROJECTIONS_MIN"): 10**9},
 }
-"""Knob settings timed as CUDA-graph steps: the defaults; without programmatic dependent launch; without or with
-more L2 prefetching per weight row; other matrix-vector tiles (rows per program, reduction tile, stages) for every
+"""Knob settings timed as CUDA-graph steps: the defaults; without programmatic dependent launch; other matrix-vector tiles (rows per program, reduction tile, stages) for every
 call; single projections through cuBLAS (``grouped_only``); every projection a separate ``F.linear`` (``cublas``)."""
 
 

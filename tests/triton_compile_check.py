@@ -566,15 +566,11 @@ def _resolve(module: str, qualname: str):
 
 def _as_on_hopper(launch: dict) -> dict:
     """A launch as a Hopper GPU makes it: kernels with a ``PDL`` constexpr (programmatic dependent launch, always off
-    under the interpreter, whose CPU cannot run the instructions) compiled with it on, and a matrix-vector kernel's
-    L2 prefetch (``PREFETCH``, 0 without it) covering two cache lines."""
+    under the interpreter, whose CPU cannot run the instructions) compiled with it on."""
     constexprs = launch["constexprs"]
     if "PDL" not in constexprs:
         return launch
-    constexprs = dict(constexprs, PDL=True)
-    if "PREFETCH" in constexprs:
-        constexprs["PREFETCH"] = 2 * constexprs["LINE"]
-    return dict(launch, constexprs=constexprs)
+    return dict(launch, constexprs=dict(constexprs, PDL=True))
 
 
 def expand(launch: dict) -> list[dict]:

@@ -5,8 +5,8 @@ the memory would idle while one grid drains and the next one launches and ramps 
 a 6-14 us matrix-vector product). Launched with ``launch_pdl=True``, a kernel may start while its predecessor in the
 stream still runs. Every kernel that opts in follows one protocol:
 
-1. before :func:`wait_for_predecessor` it only *reads* what no earlier kernel of the step writes: weights (prefetched
-   into L2 with :func:`prefetch_l2`) or a recurrent state that only this kernel updates; it writes nothing;
+1. before :func:`wait_for_predecessor` it only *reads* what no earlier kernel of the step writes (weights, a
+   recurrent state that only this kernel updates); it writes nothing;
 2. every program calls :func:`wait_for_predecessor`: it blocks until the previous kernel has completed and its
    writes are visible, then lets the next kernel launch. As every program waits, a kernel's completion implies its
    predecessors'; kernels launched without the attribute (PyTorch's, cuBLAS) are ordered as usual.
@@ -67,9 +67,3 @@ def wait_for_predecessor(PDL: tl.constexpr):
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
-
-
-@triton.jit
-def prefetch_l2(ptrs):
-    """Ask for the cache lines holding ``ptrs`` (any shape; every pointer must be valid) to be brought into L2."""
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)

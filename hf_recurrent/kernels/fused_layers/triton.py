@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from ..backend import cuda_properties
-from ..triton_launch import pdl_options, prefetch_l2, wait_for_predecessor
+from ..triton_launch import pdl_options, wait_for_predecessor
 
 MAX_D = 16384
 SWIGLU_BLOCK = 1024
@@ -156,8 +156,6 @@ GEMV_BLOCK_N: int | None = None  # weight rows per program
 GEMV_BLOCK_K: int | None = None  # reduction tile, counted in 16-bit elements (float32 takes half: the same bytes)
 GEMV_WARPS = 4
 GEMV_STAGES = 4  # fewer where the GPU's shared memory per block is smaller
-GEMV_PREFETCH_BYTES = 2048
-"""With programmatic dependent launch: bytes of each of its rows a program asks L2 for while its predecessor runs."""
 GEMV_MIN_PROGRAMS = 64
 """On a GPU, projections that give fewer programs than this (16-row blocks) run on cuBLAS, which splits the
 reduction of a narrow output (Mamba's x_proj: 160 rows of 4096 columns; measured on the H200, batch 1: Mamba 1.4B
@@ -169,16 +167,11 @@ GEMV_MAX_WEIGHTS = 6
 @triton.jit
 def _gemv_tile(x, w, y, r, M, N, K, first_row,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
-               HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr):
-    """``y[:, rows] = x @ w[rows].T`` (``+ r[:, rows]``) for ``BN`` rows from ``first_row``; ``PREFETCH`` columns of
-    them (a multiple of ``LINE``, the elements in 128 bytes) are prefetched into L2 before waiting for ``x``."""
+               HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr):
+    """``y[:, rows] = x @ w[rows].T`` (``+ r[:, rows]``) for ``BN`` rows from ``first_row``."""
     o_m = tl.arange(0, BM)
     o_n = first_row + tl.arange(0, BN)
     m_m, m_n = o_m < M, o_n < N
-    if PREFETCH > 0:
-        o_l = tl.arange(0, PREFETCH // LINE) * LINE
-        lines = w + o_n[:, None].to(tl.int64) * K + o_l[None, :]
-        prefetch_l2(tl.where(m_n[:, None] & (o_l < K)[None, :], lines, w))
     wait_for_predecessor(PDL)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
     for k0 in range(0, K, BK):
@@ -186,7 +179,7 @@ def _gemv_tile(x, w, y, r, M, N, K, first_row,
         m_k = o_k < K
         xt = tl.load(x + o_m[:, None] * K + o_k[None, :], mask=m_m[:, None] & m_k[None, :], other=0.0)
         wt = tl.load(w + o_n[:, None].to(tl.int64) * K + o_k[None, :], mask=m_n[:, None] & m_k[None, :], other=0.0,
-                     eviction_policy="evict_first")  # read once: leave L2 to the next kernel's prefetch
+                     eviction_policy="evict_first")  # read once
         acc += tl.dot(xt, tl.trans(wt), input_precision=PRECISION)
     out = acc.to(x.dtype.element_ty)  # rounded as F.linear's output is
     m_y = m_m[:, None] & m_n[None, :]
@@ -199,23 +192,23 @@ def _gemv_tile(x, w, y, r, M, N, K, first_row,
 def _gemv_group_kernel(
     x, w0, w1, w2, w3, w4, w5, y0, y1, y2, y3, y4, y5, r, N0, N1, N2, N3, N4, N5, e0, e1, e2, e3, e4, M, K,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """Programs ``[0, e0)`` serve weight 0, ``[e0, e1)`` weight 1, and so on (cumulative block counts); the residual
     ``r`` (``HAS_RESIDUAL``, a single weight) is added to weight 0's product."""
     pid = tl.program_id(0)
     if pid < e0:
-        _gemv_tile(x, w0, y0, r, M, N0, K, pid * BN, BM, BN, BK, PRECISION, HAS_RESIDUAL, PDL, PREFETCH, LINE)
+        _gemv_tile(x, w0, y0, r, M, N0, K, pid * BN, BM, BN, BK, PRECISION, HAS_RESIDUAL, PDL)
     elif pid < e1:
-        _gemv_tile(x, w1, y1, r, M, N1, K, (pid - e0) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
+        _gemv_tile(x, w1, y1, r, M, N1, K, (pid - e0) * BN, BM, BN, BK, PRECISION, False, PDL)
     elif pid < e2:
-        _gemv_tile(x, w2, y2, r, M, N2, K, (pid - e1) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
+        _gemv_tile(x, w2, y2, r, M, N2, K, (pid - e1) * BN, BM, BN, BK, PRECISION, False, PDL)
     elif pid < e3:
-        _gemv_tile(x, w3, y3, r, M, N3, K, (pid - e2) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
+        _gemv_tile(x, w3, y3, r, M, N3, K, (pid - e2) * BN, BM, BN, BK, PRECISION, False, PDL)
     elif pid < e4:
-        _gemv_tile(x, w4, y4, r, M, N4, K, (pid - e3) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
+        _gemv_tile(x, w4, y4, r, M, N4, K, (pid - e3) * BN, BM, BN, BK, PRECISION, False, PDL)
     else:
-        _gemv_tile(x, w5, y5, r, M, N5, K, (pid - e4) * BN, BM, BN, BK, PRECISION, False, PDL, PREFETCH, LINE)
+        _gemv_tile(x, w5, y5, r, M, N5, K, (pid - e4) * BN, BM, BN, BK, PRECISION, False, PDL)
 
 
 def _launch_settings(x: torch.Tensor, rows: list[int]) -> tuple[int, int, int]:
@@ -229,16 +222,6 @@ def _launch_settings(x: torch.Tensor, rows: list[int]) -> tuple[int, int, int]:
         stage_bytes = 3 * (bn + 16) * bk * x.element_size() // 2
         stages = max(1, min(stages, (cuda_properties(x.device).shared_memory_per_block_optin - 4096) // stage_bytes))
     return bn, bk, stages
-
-
-def _prefetch_columns(x: torch.Tensor, pdl: bool) -> tuple[int, int]:
-    """``(LINE, PREFETCH)``: elements of ``x``'s dtype in a 128-byte line, and the leading columns of each weight row
-    a program prefetches (0 without dependent launch)."""
-    line = 128 // x.element_size()
-    if not (pdl and GEMV_PREFETCH_BYTES):
-        return line, 0
-    K = x.shape[-1]
-    return line, max(line, min(triton.next_power_of_2(K), triton.next_power_of_2(GEMV_PREFETCH_BYTES // x.element_size())))
 
 
 def takes(x: torch.Tensor, weights: list[torch.Tensor]) -> bool:
@@ -260,7 +243,6 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], residual: torch.T
     x = x.contiguous()
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
     launch = pdl_options(x.device)
-    line, prefetch = _prefetch_columns(x, launch["PDL"])
     if residual is not None:
         residual = residual.contiguous()
     outs = []
@@ -277,8 +259,7 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], residual: torch.T
             x, *group, *[group[0]] * pad, *ys, *[ys[0]] * pad, residual, *[w.shape[0] for w in group], *[0] * pad,
             *(ends[1:] + [ends[-1]] * pad)[: GEMV_MAX_WEIGHTS - 1], M, K,
             BM=16, BN=bn, BK=min(bk, triton.next_power_of_2(K)), PRECISION=precision,
-            HAS_RESIDUAL=residual is not None, PREFETCH=prefetch, LINE=line,
-            num_warps=GEMV_WARPS, num_stages=stages, **launch,
+            HAS_RESIDUAL=residual is not None, num_warps=GEMV_WARPS, num_stages=stages, **launch,
         )
         outs += ys
     return outs
