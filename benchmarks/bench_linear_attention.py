@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
+from hf_recurrent.kernels.backend import knobs as tuning_knobs
 from hf_recurrent.kernels.linear_attention import triton as ours
 from hf_recurrent.kernels.linear_attention import triton_chunk
 
@@ -64,14 +65,8 @@ def bench_one(T: int) -> dict:
     record("ours", lambda: ours.chunk_gla(q, k, v, g, scale)[0], [q, k, v, g])
     for variant in VARIANTS:  # "NAME=VALUE,NAME=VALUE": module settings of triton_chunk (BC, STATE_BK, STATE_BV)
         settings = {name: int(value) for name, value in (kv.split("=") for kv in variant.split(","))}
-        saved = {name: getattr(triton_chunk, name) for name in settings}
-        for name, value in settings.items():
-            setattr(triton_chunk, name, value)
-        try:
+        with tuning_knobs(triton_chunk, **settings):
             record(f"ours[{variant}]", lambda: ours.chunk_gla(q, k, v, g, scale)[0], [q, k, v, g])
-        finally:
-            for name, value in saved.items():
-                setattr(triton_chunk, name, value)
     if BASELINE is not None:
         record("baseline", lambda: BASELINE.chunk_gla(q, k, v, g, scale)[0], [q, k, v, g])
     record("ours_scalar_decay", lambda: ours.chunk_gla(q, k, v, g_scalar, scale)[0], [q, k, v, g_scalar])

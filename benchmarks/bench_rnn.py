@@ -22,16 +22,15 @@ Medians of ``triton.testing.do_bench`` (the loops: a few timed runs). JSON with 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 import triton.testing
 
 from benchmarks.common import environment, write_json
+from hf_recurrent.kernels.backend import knobs as tuning_knobs
 from hf_recurrent.kernels.linear_scan import linear_scan
 from hf_recurrent.kernels.rnn_cells import rnn_cell_scan
 from hf_recurrent.kernels.rnn_cells import triton as rnn_triton
@@ -111,18 +110,6 @@ def _designs(head_dim: int) -> dict[str, dict]:
     return designs
 
 
-@contextlib.contextmanager
-def _knobs(values: dict) -> Iterator[None]:
-    saved = {name: getattr(rnn_triton, name) for name in values}
-    for name, value in values.items():
-        setattr(rnn_triton, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(rnn_triton, name, value)
-
-
 def _default_design(head_dim: int) -> str:
     if rnn_triton._resident_block(head_dim, torch.empty(0, dtype=torch.bfloat16)):
         return "resident"
@@ -141,7 +128,7 @@ def bench_lstm() -> dict:
         loop_fwd, loop_fwd_bwd = _lstm_layer(head_dim, "reference")
         designs = {}
         for name, knobs in _designs(head_dim).items():
-            with _knobs(knobs):
+            with tuning_knobs(rnn_triton, **knobs):
                 designs[name] = {"knobs": knobs, "fwd_ms": _bench(ours_fwd), "fwd_bwd_ms": _bench(ours_fwd_bwd)}
         row = {"head_dim": head_dim, "num_heads": HIDDEN // head_dim, "default_design": _default_design(head_dim)}
         for kind in ("fwd", "fwd_bwd"):

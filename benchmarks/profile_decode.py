@@ -26,6 +26,7 @@ import hf_recurrent
 from benchmarks.bench_decode import bench_config, state_bytes, tokens_per_second, weight_bytes
 from benchmarks.common import environment, measured_bandwidth, write_json
 from hf_recurrent.kernels import triton_launch
+from hf_recurrent.kernels.backend import knobs as tuning_knobs
 from hf_recurrent.kernels.fused_layers import triton as gemv
 from hf_recurrent.modeling.common import layers
 
@@ -64,14 +65,11 @@ call; single projections through cuBLAS (``grouped_only``); every projection a s
 
 @contextlib.contextmanager
 def knobs(settings: dict):
-    saved = {key: getattr(*key) for key in settings}
-    try:
+    """``settings`` ``{(module, name): value}`` in place for a ``with`` block (one variant)."""
+    with contextlib.ExitStack() as stack:
         for (module, name), value in settings.items():
-            setattr(module, name, value)
+            stack.enter_context(tuning_knobs(module, **{name: value}))
         yield
-    finally:
-        for (module, name), value in saved.items():
-            setattr(module, name, value)
 
 
 def graph_step_ms(model, cache, token, steps: int = 200) -> float:

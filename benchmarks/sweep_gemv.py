@@ -25,6 +25,7 @@ from transformers import DynamicCache
 import hf_recurrent
 from benchmarks.bench_decode import bench_config
 from benchmarks.common import environment, measured_bandwidth, write_json
+from hf_recurrent.kernels.backend import knobs as tuning_knobs
 from hf_recurrent.kernels.fused_layers import triton as gemv
 from hf_recurrent.modeling.common import layers
 
@@ -107,19 +108,14 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     record("cublas", step_ms(groups, lambda x, ws: [F.linear(x, w) for w in ws]))
-    try:
-        for values in itertools.product(*GRID.values()):
-            settings = dict(zip(GRID, values))
-            for name, value in settings.items():
-                setattr(gemv, name, value)
-            try:
+    for values in itertools.product(*GRID.values()):
+        settings = dict(zip(GRID, values))
+        try:
+            with tuning_knobs(gemv, **settings):
                 record("grouped", step_ms(groups, gemv.linear_group), **settings)
-            except Exception as err:  # noqa: BLE001 - e.g. out of shared memory; recorded
-                rows.append(dict(label="grouped", error=repr(err)[:200], **settings))
-                print(rows[-1], flush=True)
-    finally:
-        for name, value in defaults.items():
-            setattr(gemv, name, value)
+        except Exception as err:  # noqa: BLE001 - e.g. out of shared memory; recorded
+            rows.append(dict(label="grouped", error=repr(err)[:200], **settings))
+            print(rows[-1], flush=True)
     timed = [r for r in rows if r["label"] == "grouped" and "step_ms" in r]
     best = min(timed, key=lambda r: r["step_ms"])
     default = next(r for r in timed if all(r[k] == v for k, v in defaults.items()))

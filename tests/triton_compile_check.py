@@ -169,19 +169,6 @@ def dry_run():
         _DRY_RUN[0] = previous
 
 
-@contextlib.contextmanager
-def knobs(module, **values):
-    """Set module attributes (kernel tuning knobs) for the duration of a case."""
-    old = {k: getattr(module, k) for k in values}
-    for k, v in values.items():
-        setattr(module, k, v)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            setattr(module, k, v)
-
-
 def _backward(outputs, leaves) -> None:
     """Backpropagate a random projection of the floating outputs into ``leaves``."""
     import torch
@@ -209,6 +196,8 @@ def _randn(*shape, dtype=None, grad=False, scale=1.0, seed=0):
 def _cases():
     import torch
     import torch.nn.functional as F
+
+    from hf_recurrent.kernels.backend import knobs
 
     def linear_attention(dtype, decay, initial, final, varlen, grad):
         from hf_recurrent.kernels.linear_attention import gated_linear_attention

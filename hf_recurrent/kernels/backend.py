@@ -11,8 +11,11 @@ Each public op takes ``backend=None`` and resolves it here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
+from types import ModuleType
 
 import torch
 
@@ -50,6 +53,21 @@ def autotuning() -> bool:
     launch settings, on its first import.
     """
     return os.environ.get("HF_RECURRENT_AUTOTUNE", "1") != "0"
+
+
+@contextlib.contextmanager
+def knobs(module: ModuleType, **values) -> Iterator[None]:
+    """Set a kernel module's tuning knobs (module attributes its launches read at call time, e.g. ``GEMV_BLOCK_N``
+    of ``fused_layers.triton``) for the duration of a ``with`` block, then restore them; an unknown name raises
+    ``AttributeError`` instead of creating a knob nothing reads. Used by the benchmarks' sweeps and the tests."""
+    saved = {name: getattr(module, name) for name in values}
+    try:
+        for name, value in values.items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
 def resolve_backend(backend: str | None, tensor: torch.Tensor) -> str:

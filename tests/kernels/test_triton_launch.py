@@ -1,4 +1,5 @@
-"""When the decode-step kernels use programmatic dependent launch: the rule, checked without a GPU."""
+"""When the decode-step kernels use programmatic dependent launch (the rule, checked without a GPU), and the helper
+that sets kernel tuning knobs for a block."""
 
 from types import SimpleNamespace
 
@@ -28,3 +29,17 @@ def test_no_dependent_launch_without_support_before_hopper_on_the_cpu_or_with_th
     device = _as_hopper(monkeypatch)
     monkeypatch.setattr(triton_launch, "DEPENDENT_LAUNCH", False)
     assert triton_launch.pdl_options(device) == {"PDL": False}
+
+
+def test_tuning_knobs_are_set_for_a_block_and_restored_and_unknown_names_refused():
+    import pytest
+
+    from hf_recurrent.kernels.backend import knobs
+
+    with pytest.raises(RuntimeError), knobs(triton_launch, DEPENDENT_LAUNCH_MAX_WAVES=7):
+        assert triton_launch.DEPENDENT_LAUNCH_MAX_WAVES == 7
+        raise RuntimeError  # restored on the way out of a failing block too
+    assert triton_launch.DEPENDENT_LAUNCH_MAX_WAVES == 2
+    with pytest.raises(AttributeError, match="NO_SUCH_KNOB"), knobs(triton_launch, NO_SUCH_KNOB=1):
+        pass
+    assert not hasattr(triton_launch, "NO_SUCH_KNOB")
