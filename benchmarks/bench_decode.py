@@ -20,7 +20,9 @@ import torch
 from transformers import DynamicCache
 
 import hf_recurrent
-from benchmarks.common import environment, measured_bandwidth, write_json
+from benchmarks.common import environment, knob_values, measured_bandwidth, write_json
+from hf_recurrent.kernels.backend import knobs as tuning_knobs
+from hf_recurrent.kernels.fused_layers import triton_gemv
 
 CONFIGS = {  # published ~1.3B shapes
     "gla": dict(hidden_size=2048, num_hidden_layers=24, num_heads=4, expand_k=0.5, expand_v=1.0, hidden_ratio=4,
@@ -91,12 +93,20 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--out", default="benchmarks/results/decode.json")
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip fla's GLA and transformers' Mambas")
+    parser.add_argument("--gemv", nargs="*", default=[], metavar="KNOB=VALUE",
+                        help="matrix-vector kernel knobs (hf_recurrent.kernels.fused_layers.triton_gemv) for the run")
     args = parser.parse_args()
+    with tuning_knobs(triton_gemv, **knob_values(args.gemv)):
+        run(args)
+
+
+def run(args) -> None:
     bandwidth = measured_bandwidth()
     rows: list[dict] = []
 
     def save() -> None:  # after every row: a run stopped by a time limit keeps what it measured
-        write_json(args.out, dict(environment=environment(), bandwidth_bytes_s=bandwidth, rows=rows))
+        write_json(args.out, dict(environment=environment(), bandwidth_bytes_s=bandwidth, gemv_knobs=args.gemv,
+                                  rows=rows))
 
     rows += peers(args.batches, args.new_tokens, save) if args.peers else []
     for name in args.archs:

@@ -40,3 +40,14 @@ def measured_bandwidth(gigabytes: float = 2.0) -> float:
 def write_json(path: str | Path, payload: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=1))
+
+
+def knob_values(items: list[str]) -> dict:
+    """``["NAME=VALUE", ...]`` from the command line as knob settings (integers, True/False, else strings)."""
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"a knob setting is NAME=VALUE; got {item!r}")
+        values[name] = int(value) if value.lstrip("-").isdigit() else {"True": True, "False": False}.get(value, value)
+    return values

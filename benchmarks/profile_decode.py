@@ -24,10 +24,10 @@ from transformers import DynamicCache
 
 import hf_recurrent
 from benchmarks.bench_decode import bench_config, state_bytes, tokens_per_second, weight_bytes
-from benchmarks.common import environment, measured_bandwidth, write_json
+from benchmarks.common import environment, knob_values, measured_bandwidth, write_json
 from hf_recurrent.kernels import triton_launch
 from hf_recurrent.kernels.backend import knobs as tuning_knobs
-from hf_recurrent.kernels.fused_layers import triton as gemv
+from hf_recurrent.kernels.fused_layers import triton_gemv as gemv
 from hf_recurrent.modeling.common import layers
 
 
@@ -56,11 +56,14 @@ VARIANTS = {
     "block_n_32": {(gemv, "GEMV_BLOCK_N"): 32},
     "block_k_512": {(gemv, "GEMV_BLOCK_K"): 512},
     "stages_3": {(gemv, "GEMV_STAGES"): 3},
+    "group_kernel": {(gemv, "GEMV_ROW_KERNEL"): False},
     "grouped_only": {(layers, "FUSED_PROJECTIONS_MIN"): 2},
     "cublas": {(layers, "FUSED_PROJECTIONS_MIN"): 10**9},
 }
-"""Knob settings timed as CUDA-graph steps: the defaults; without programmatic dependent launch; other matrix-vector tiles (rows per program, reduction tile, stages) for every
-call; single projections through cuBLAS (``grouped_only``); every projection a separate ``F.linear`` (``cublas``)."""
+"""Knob settings timed as CUDA-graph steps: the defaults; without programmatic dependent launch; other tiles of the
+group matrix-vector kernel (rows per program, reduction tile, stages); one-row products on the group kernel instead
+of the row kernel (``group_kernel``; the tile variants only act with it or at batch > 1); single projections
+through cuBLAS (``grouped_only``); every projection a separate ``F.linear`` (``cublas``)."""
 
 
 @contextlib.contextmanager
@@ -93,7 +96,14 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", default="benchmarks/results/profile_decode.json")
+    parser.add_argument("--gemv", nargs="*", default=[], metavar="KNOB=VALUE",
+                        help="matrix-vector kernel knobs (hf_recurrent.kernels.fused_layers.triton_gemv) for the whole run")
     args = parser.parse_args()
+    with tuning_knobs(gemv, **knob_values(args.gemv)):
+        profile(args)
+
+
+def profile(args) -> None:
     arch = hf_recurrent.ARCHITECTURES[args.arch]
     torch.manual_seed(0)
     with torch.device("cuda"):

@@ -432,6 +432,8 @@ def _cases():
 
     def fused(dtype):
         from hf_recurrent.kernels import fused_layers as fl
+        from hf_recurrent.kernels.backend import knobs
+        from hf_recurrent.kernels.fused_layers import triton_gemv
 
         for D in (48, 64):
             x = _randn(2, 3, D, dtype=dtype, scale=3, seed=1)
@@ -442,13 +444,15 @@ def _cases():
                     fl.add_rms_norm(x, _randn(2, 3, D, dtype=residual_dtype, seed=4), weight, 1e-5, backend="triton")
         fl.swiglu(_randn(2, 3, 40, dtype=dtype, seed=5), _randn(2, 3, 40, dtype=dtype, seed=6), backend="triton")
         K = 80
-        for rows in (1, 3, 16):
-            weights = [_randn(n, K, dtype=dtype, scale=K**-0.5, seed=n) for n in (48, 16, 100, 33, 7, 20, 5)]
-            fl.linear_group(_randn(rows, 1, K, dtype=dtype, seed=7), weights, backend="triton")
-            fl.linear_group(_randn(rows, 1, K, dtype=dtype, seed=7), weights[:1], backend="triton")
-            for residual_dtype in (dtype, torch.float32):
-                fl.linear_residual(_randn(rows, 1, K, dtype=dtype, seed=7), weights[0],
-                                   _randn(rows, 1, 48, dtype=residual_dtype, seed=8), backend="triton")
+        for row_kernel in (True, False):
+            with knobs(triton_gemv, GEMV_ROW_KERNEL=row_kernel):
+                for rows in (1, 3, 16):
+                    weights = [_randn(n, K, dtype=dtype, scale=K**-0.5, seed=n) for n in (48, 16, 100, 33, 7, 20, 5)]
+                    fl.linear_group(_randn(rows, 1, K, dtype=dtype, seed=7), weights, backend="triton")
+                    fl.linear_group(_randn(rows, 1, K, dtype=dtype, seed=7), weights[:1], backend="triton")
+                    for residual_dtype in (dtype, torch.float32):
+                        fl.linear_residual(_randn(rows, 1, K, dtype=dtype, seed=7), weights[0],
+                                           _randn(rows, 1, 48, dtype=residual_dtype, seed=8), backend="triton")
         for bias in (None, _randn(40, dtype=dtype, seed=9)):
             for clamp_min in (None, -3.0):
                 fl.low_rank_log_gate(_randn(2, 1, 16, dtype=dtype, seed=10), _randn(40, 16, dtype=dtype, seed=11),

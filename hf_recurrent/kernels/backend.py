@@ -58,7 +58,7 @@ def autotuning() -> bool:
 @contextlib.contextmanager
 def knobs(module: ModuleType, **values) -> Iterator[None]:
     """Set a kernel module's tuning knobs (module attributes its launches read at call time, e.g. ``GEMV_BLOCK_N``
-    of ``fused_layers.triton``) for the duration of a ``with`` block, then restore them; an unknown name raises
+    of ``fused_layers.triton_gemv``) for the duration of a ``with`` block, then restore them; an unknown name raises
     ``AttributeError`` instead of creating a knob nothing reads. Used by the benchmarks' sweeps and the tests."""
     saved = {name: getattr(module, name) for name in values}
     try:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from hf_recurrent.kernels import triton_launch
+from hf_recurrent.kernels.backend import knobs
+from hf_recurrent.kernels.fused_layers import triton_gemv
 from hf_recurrent.kernels.fused_layers import (
     add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu,
 )
@@ -39,19 +41,24 @@ def test_gated_rms_norm_and_swiglu_match_torch():
     torch.testing.assert_close(swiglu(a, b, backend="triton"), F.silu(a) * b, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("row_kernel", [True, False], ids=["row_kernel", "group_kernel"])
 @pytest.mark.parametrize("residual_dtype", [torch.float32, torch.bfloat16])
-def test_linear_group_and_residual_match_torch_at_decode_shapes(residual_dtype):
+def test_linear_group_and_residual_match_torch_at_decode_shapes(residual_dtype, row_kernel):
     """The GLA 1.3B decode step's projections (q, k, v, g and the low-rank gate; gate/up; o; down + residual),
     bf16: float32 sums of the same products as cuBLAS, so at most one bf16 rounding step apart."""
     torch.manual_seed(2)
     for rows, cols in (([1024, 1024, 2048, 16, 2048], 2048), ([5632, 5632], 2048), ([2048], 2048), ([2048], 5632)):
         x = torch.randn(1, cols, device="cuda").to(torch.bfloat16)
         weights = [(torch.randn(n, cols, device="cuda") / cols**0.5).to(torch.bfloat16) for n in rows]
-        for y, w in zip(linear_group(x, weights, backend="triton"), weights):
+        with knobs(triton_gemv, GEMV_ROW_KERNEL=row_kernel):
+            outs = linear_group(x, weights, backend="triton")
+        for y, w in zip(outs, weights):
             torch.testing.assert_close(y, F.linear(x, w), atol=1e-3, rtol=2**-7)
         r = torch.randn(1, rows[0], device="cuda").to(residual_dtype)
         # the product may round to the neighbouring bf16 value, and the sum then one step of the residual's size
-        torch.testing.assert_close(linear_residual(x, weights[0], r, backend="triton"), r + F.linear(x, weights[0]),
+        with knobs(triton_gemv, GEMV_ROW_KERNEL=row_kernel):
+            out = linear_residual(x, weights[0], r, backend="triton")
+        torch.testing.assert_close(out, r + F.linear(x, weights[0]),
                                    atol=2**-8 * r.abs().max().item() + 1e-3, rtol=2**-7)
 
 
@@ -66,7 +73,8 @@ def test_low_rank_log_gate_matches_torch():
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
                     reason="programmatic dependent launch needs Hopper")
-def test_dependent_launch_leaves_cuda_graph_decode_unchanged():
+@pytest.mark.parametrize("row_kernel", [True, False], ids=["row_kernel", "group_kernel"])
+def test_dependent_launch_leaves_cuda_graph_decode_unchanged(row_kernel):
     """Dependent launches let each kernel start before its predecessor ends: a missing wait would read a stale
     input. Greedy decode of a GLA model wide enough for kernels to overlap (hidden 2048, bf16, CUDA graphs), with
     and without them: the same logits bit for bit, every step."""
@@ -82,8 +90,9 @@ def test_dependent_launch_leaves_cuda_graph_decode_unchanged():
         triton_launch.DEPENDENT_LAUNCH = on
         model.__dict__.pop("_decode_graph", None)
         try:
-            out = model.generate(ids, max_new_tokens=32, do_sample=False, output_logits=True,
-                                 return_dict_in_generate=True, pad_token_id=0)
+            with knobs(triton_gemv, GEMV_ROW_KERNEL=row_kernel):
+                out = model.generate(ids, max_new_tokens=32, do_sample=False, output_logits=True,
+                                     return_dict_in_generate=True, pad_token_id=0)
         finally:
             triton_launch.DEPENDENT_LAUNCH = True
         assert "_decode_graph" in model.__dict__

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Kernel modules the representative calls must reach (a family whose calls stop launching is a gap in the check).
 FAMILIES = [
-    "causal_conv1d.triton", "delta_rule.triton", "fused_layers.triton", "linear_attention.triton_chunk",
+    "causal_conv1d.triton", "delta_rule.triton", "fused_layers.triton", "fused_layers.triton_gemv",
+    "linear_attention.triton_chunk",
     "linear_attention.triton_step", "linear_scan.triton", "rnn_cells.triton", "rnn_cells.triton_resident",
     "rnn_cells.triton_split", "selective_scan.triton", "selective_scan.triton_chunked", "selective_scan.triton_scan",
     "selective_scan.triton_sequential", "wkv4.triton",

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hf_recurrent.kernels.backend import knobs
 from hf_recurrent.kernels.fused_layers import (
     add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu,
 )
@@ -86,10 +87,19 @@ def test_shape_errors_are_clear():
         add_rms_norm(torch.randn(2, 8), torch.randn(2, 7), None, 1e-6)
 
 
+@pytest.fixture(params=[True, False], ids=["row_kernel", "group_kernel"])
+def gemv_kernel(request):
+    """One-row inputs on the row kernel, or on the group kernel as several rows are (``GEMV_ROW_KERNEL``)."""
+    from hf_recurrent.kernels.fused_layers import triton_gemv
+
+    with knobs(triton_gemv, GEMV_ROW_KERNEL=request.param):
+        yield request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3, 16])
 @pytest.mark.parametrize("count", [1, 2, 7])
-def test_linear_group_triton_equals_linear(rows, count, dtype):
+def test_linear_group_triton_equals_linear(rows, count, dtype, gemv_kernel):
     """Decode-sized inputs: one launch for several projections of the same input (K not a power of two, a
     weight narrower than a block, more weights than one launch takes). bfloat16: float32 sums of the same
     products, so only the output's rounding differs from float64 (TOL)."""
@@ -114,7 +124,7 @@ def test_linear_group_checks_shapes_and_falls_back_for_many_rows():
 @pytest.mark.parametrize("dtype,residual_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
                                                   (torch.bfloat16, torch.float32)])
 @pytest.mark.parametrize("rows", [1, 5])
-def test_linear_residual_triton_equals_unfused(rows, dtype, residual_dtype):
+def test_linear_residual_triton_equals_unfused(rows, dtype, residual_dtype, gemv_kernel):
     """``r + x W^T`` in one launch: the product rounded to x's dtype, then added in the residual's (as the block's
     unfused ``hidden + mlp(x)`` does)."""
     torch.manual_seed(4)

@@ -19,7 +19,8 @@ log decay from its low-rank gate projection, ``g = max(logsigmoid(x W^T + b) / n
 instead of a projection, a cast, the log-sigmoid, the division and the clamp).
 
 On Hopper GPUs the kernels use programmatic dependent launch (:mod:`hf_recurrent.kernels.triton_launch`): the
-matrix-vector products prefetch their weights while the previous kernel of the step still runs.
+one-row matrix-vector kernel requests its first weight tile while the previous kernel of the step still runs
+(:mod:`.triton_gemv`).
 
 Shapes: ``x``, ``r``, ``z`` ``[..., D]`` (any leading shape, contiguous last dimension); ``weight`` ``[D]`` or None.
 The Triton kernels are forward-only (inference, decode): with autograd recording a graph through any input, the
@@ -101,10 +102,10 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], backend: str | No
             raise ValueError(f"each weight must be [N, {K}] for inputs [..., {K}]; got {tuple(w.shape)}")
     rows = x.numel() // K if K else 0
     if 0 < rows and _use_triton(backend, x, *weights) and all(w.dtype == x.dtype for w in weights):
-        from . import triton as triton_impl
+        from . import triton_gemv
 
-        if triton_impl.takes(x, weights):
-            outs = triton_impl.linear_group(x.reshape(rows, K), list(weights))
+        if triton_gemv.takes(x, weights):
+            outs = triton_gemv.linear_group(x.reshape(rows, K), list(weights))
             return [y.view(*x.shape[:-1], y.shape[-1]) for y in outs]
     return reference.linear_group(x, weights)
 
@@ -119,10 +120,10 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
         raise ValueError(f"residual must be {(*x.shape[:-1], N)}; got {tuple(residual.shape)}")
     rows = x.numel() // K if K else 0
     if 0 < rows and _use_triton(backend, x, weight, residual) and weight.dtype == x.dtype:
-        from . import triton as triton_impl
+        from . import triton_gemv
 
-        if triton_impl.takes(x, [weight]):
-            y = triton_impl.linear_group(x.reshape(rows, K), [weight], residual.reshape(rows, N))[0]
+        if triton_gemv.takes(x, [weight]):
+            y = triton_gemv.linear_group(x.reshape(rows, K), [weight], residual.reshape(rows, N))[0]
             return y.view(residual.shape)
     return reference.linear_residual(x, weight, residual)
 
