@@ -220,12 +220,14 @@ def test_packed_sequences_equal_separate_rows(arch, variant):
     torch.testing.assert_close(logits, alone, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("batch", [2, 1])
 @pytest.mark.parametrize("arch,variant", ARCH_CASES)
-def test_triton_backend_equals_reference_end_to_end(arch, variant, monkeypatch):
+def test_triton_backend_equals_reference_end_to_end(arch, variant, batch, monkeypatch):
     """The whole model on the Triton kernels (interpreted on the CPU: fused norms, grouped projections, the
-    family's chunked and one-token kernels) gives the reference backend's logits, prefill and decode."""
+    family's chunked and one-token kernels) gives the reference backend's logits, prefill and decode. A single
+    sequence decodes on the one-row matrix-vector kernel."""
     model = build_model(arch, variant)
-    ids = _ids(model.config.vocab_size, 2, 7)
+    ids = _ids(model.config.vocab_size, batch, 7)
     logits = {}
     for backend in ("reference", "triton"):
         monkeypatch.setenv("HF_RECURRENT_BACKEND", backend)

@@ -16,8 +16,9 @@ Measured on the GLA 1.3B decode step's projection groups (``benchmarks/sweep_gem
 on distinct weights in one CUDA graph, bf16, batch 1), per call for q-k-v-g (25 MB) / o (8 MB) / gate-up (46 MB) /
 down + residual (23 MB), us: H200 row kernel 8.19 / 3.78 / 14.32 / 8.50 against the group kernel's 10.31 / 5.03 /
 15.44 / 9.51 in the same run (``results/sweep_gemv_row_gla_NVIDIA_H200.json``); H100 9.58 / 4.37 / 16.86 / 10.31
-against 11.94 / 5.37 / 18.92 / 10.69 (``results/sweep_gemv_row_gla_NVIDIA_H100_80GB_HBM3.json``). Without the early
-first tile the same row kernel took 0.99 ms for the step's groups instead of 0.64 (H200).
+against 11.94 / 5.37 / 18.92 / 10.69 (``results/sweep_gemv_row_depth_gla_NVIDIA_H100_80GB_HBM3.json``). Without the
+early first tile the same row kernel took 0.99 ms for the step's groups instead of 0.64 (H200). The whole decode
+step: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
