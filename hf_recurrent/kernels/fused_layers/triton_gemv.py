@@ -137,7 +137,7 @@ def _row_tile(t, stop, KT, K, e0, e1, e2, e3, e4, N0, N1, N2, N3, N4, N5, dw1, d
     o_k = kt * BK + tl.arange(0, BK)
     dw = _pick(u, e0, e1, e2, e3, e4, 0, dw1, dw2, dw3, dw4, dw5)
     dy = _pick(u, e0, e1, e2, e3, e4, 0, dy1, dy2, dy3, dy4, dy5)
-    return o_n, o_k, (o_n < n) & (t < stop), o_k < K, dw, dy, kt == KT - 1
+    return o_n, o_k, o_n < tl.where(t < stop, n, 0), o_k < K, dw, dy, kt == KT - 1  # one comparison: a boolean mask
 
 
 @triton.jit
@@ -173,9 +173,10 @@ def _gemv_row_kernel(
         xt = tl.load(x + o_k, mask=m_k, other=0.0).to(tl.float32)
         acc += tl.sum(wt.to(tl.float32) * xt[None, :], axis=1)
         out = acc.to(x.dtype.element_ty)  # rounded as F.linear's output is
+        m_out = tl.where(last, m_n, False)  # (not m_n & last: Triton 3.9's interpreter makes that an integer mask)
         if HAS_RESIDUAL:
-            out = out.to(tl.float32) + tl.load(r + o_n, mask=m_n & last, other=0.0).to(tl.float32)
-        tl.store(y + dy + o_n, out.to(y.dtype.element_ty), mask=m_n & last)
+            out = out.to(tl.float32) + tl.load(r + o_n, mask=m_out, other=0.0).to(tl.float32)
+        tl.store(y + dy + o_n, out.to(y.dtype.element_ty), mask=m_out)
         acc = tl.where(last, 0.0, acc)
         wt = w_next
 
