@@ -119,11 +119,11 @@ def _default_design(head_dim: int) -> str:
     return "tiled" if columns == 64 else f"tiled_columns{columns}"
 
 
-def bench_lstm() -> dict:
+def bench_lstm(heads: list[int]) -> dict:
     cudnn_fwd, cudnn_fwd_bwd = _cudnn()
     cudnn = {"fwd_ms": _bench(cudnn_fwd), "fwd_bwd_ms": _bench(cudnn_fwd_bwd)}
     rows = []
-    for head_dim in HEADS:
+    for head_dim in heads:
         ours_fwd, ours_fwd_bwd = _lstm_layer(head_dim, "triton")
         loop_fwd, loop_fwd_bwd = _lstm_layer(head_dim, "reference")
         designs = {}
@@ -188,8 +188,11 @@ def bench_mingru_scan() -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/rnn.json")
+    parser.add_argument("--heads", nargs="*", type=int, default=HEADS, choices=HEADS)
+    parser.add_argument("--no-mingru", dest="mingru", action="store_false", help="skip the minGRU scan")
     args = parser.parse_args()
-    payload = {"environment": environment(), "lstm": bench_lstm(), "mingru_scan": bench_mingru_scan()}
+    payload = {"environment": environment(), "lstm": bench_lstm(args.heads),
+               "mingru_scan": bench_mingru_scan() if args.mingru else []}
     write_json(args.out, payload)
     print(f"wrote {args.out}")
 
