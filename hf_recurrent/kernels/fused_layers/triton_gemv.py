@@ -30,8 +30,9 @@ import triton.language as tl
 from ..backend import cuda_properties
 from ..triton_launch import pdl_options, wait_for_predecessor
 
-# The group kernel (several rows). The launch settings are module knobs read at call time; None picks them per call by the rule of
-# _launch_settings, fitted to benchmarks/sweep_gemv.py's timings of the GLA 1.3B decode step's projection groups,
+# The group kernel (several rows). The launch settings are module knobs read at call time; None picks them per
+# call by the rule of _launch_settings, fitted to benchmarks/sweep_gemv.py's timings of the GLA 1.3B decode step's
+# projection groups,
 # each called 24 times on distinct weights inside a CUDA graph as in a real step (H200, bf16, batch 1;
 # results/sweep_gemv_graph_gla_NVIDIA_H200.json): 32-row blocks with a 256-column tile where they give at least
 # one program per multiprocessor, else 16-row blocks with a 512-column tile, 4 stages: 9.6 / 5.8 / 13.5 / 10.0 us
