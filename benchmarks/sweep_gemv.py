@@ -5,10 +5,11 @@ projection groups one decode step sends to :func:`hf_recurrent.kernels.fused_lay
 projection routed there, ``FUSED_PROJECTIONS_MIN = 1``; and the projections with a fused residual add, to
 ``linear_residual``), and times each group with the defaults and with every launch setting in the grids of
 :mod:`hf_recurrent.kernels.fused_layers.triton_gemv`'s kernels (``GRID``: the group kernel, ``ROW_GRID``: the
-one-row kernel): the step's total over its groups, and the weights' bytes over that time. cuBLAS (``F.linear`` per weight) on the same groups
-and the device's copy bandwidth in the same run. Timed as in a real step: each group is called as many times as one
-step calls it, on that many distinct copies of its weights (they stream from HBM, not from the L2 cache), the calls
-captured in one CUDA graph and replayed back to back; per group and summed over the step.
+one-row kernel): the step's total over its groups, and the weights' bytes over that time. cuBLAS (``F.linear`` per
+weight) on the same groups and the device's copy bandwidth in the same run. Timed as in a real step: each group is
+called as many times as one step calls it, on that many distinct copies of its weights (they stream from HBM, not
+from the L2 cache), the calls captured in one CUDA graph and replayed back to back; per group and summed over the
+step.
 
     python benchmarks/sweep_gemv.py --arch gla --kernels row --out benchmarks/results/sweep_gemv_row_gla_<gpu>.json
 """

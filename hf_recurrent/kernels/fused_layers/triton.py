@@ -1,4 +1,5 @@
-"""Triton forward kernels of the fused layers (the matrix-vector products are in :mod:`.triton_gemv`): one program per row of ``D`` elements (``D`` up to 16384 here).
+"""Triton forward kernels of the fused layers (the matrix-vector products are in :mod:`.triton_gemv`): one program
+per row of ``D`` elements (``D`` up to 16384 here).
 
 ``_rms_norm_kernel`` optionally adds a residual first (writing the sum back as the new residual stream) and
 optionally multiplies by ``silu(gate)``; ``_swiglu_kernel`` is ``silu(a) * b`` over flat blocks.
