@@ -38,7 +38,10 @@ ROW_GRID = dict(GEMV_ROW_PROGRAMS_PER_SM=[1, 2, 3], GEMV_ROW_BLOCK_N=[4, 8, 16],
 """The row kernel's settings (one input row)."""
 
 
-def recorded_groups(arch_name: str, batch: int) -> list[tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None, int]]:
+Group = tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None, int]
+
+
+def recorded_groups(arch_name: str, batch: int) -> list[Group]:
     """``(x, weights, residual, calls per step)`` for every distinct projection group of one decode step (the
     residual of a projection with its residual add fused, else None)."""
     arch = hf_recurrent.ARCHITECTURES[arch_name]
@@ -65,7 +68,8 @@ def recorded_groups(arch_name: str, batch: int) -> list[tuple[torch.Tensor, list
             ids = torch.randint(3, model.config.vocab_size, (batch, 1), device="cuda")
             model(ids, cache=DynamicCache(config=model.config), use_cache=True)
     finally:
-        layers.linear_group, layers.linear_residual, layers.FUSED_PROJECTIONS_MIN = original, original_residual, fused_min
+        layers.linear_group, layers.linear_residual = original, original_residual
+        layers.FUSED_PROJECTIONS_MIN = fused_min
 
     def key(x, ws, r):
         return tuple(tuple(w.shape) for w in ws) + (tuple(x.shape), None if r is None else r.dtype)
