@@ -100,17 +100,13 @@ def linear_group(x: torch.Tensor, weights: list[torch.Tensor], backend: str | No
     for w in weights:
         if w.dim() != 2 or w.shape[1] != K:
             raise ValueError(f"each weight must be [N, {K}] for inputs [..., {K}]; got {tuple(w.shape)}")
-    rows = x.numel() // K if K else 0
-    if 0 < rows and _use_triton(backend, x, *weights) and all(w.dtype == x.dtype for w in weights):
-        from . import triton_gemv
-
-        if triton_gemv.takes(x, weights):
-            outs = triton_gemv.linear_group(x.reshape(rows, K), list(weights))
-            return [y.view(*x.shape[:-1], y.shape[-1]) for y in outs]
-    return reference.linear_group(x, weights)
+    outs = _on_gemv_kernels(x, weights, None, backend)
+    return reference.linear_group(x, weights) if outs is None else outs
 
 
-def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+def linear_residual(
+    x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor, backend: str | None = None
+) -> torch.Tensor:
     """``residual + F.linear(x, weight)`` (no bias), the product rounded to ``x``'s dtype before the add, the sum
     in ``torch.result_type(residual, x)``; one fused launch for decode-sized inputs."""
     K, N = x.shape[-1], weight.shape[0]
@@ -118,14 +114,26 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
         raise ValueError(f"weight must be [N, {K}] for inputs [..., {K}]; got {tuple(weight.shape)}")
     if residual.shape != (*x.shape[:-1], N):
         raise ValueError(f"residual must be {(*x.shape[:-1], N)}; got {tuple(residual.shape)}")
-    rows = x.numel() // K if K else 0
-    if 0 < rows and _use_triton(backend, x, weight, residual) and weight.dtype == x.dtype:
-        from . import triton_gemv
+    outs = _on_gemv_kernels(x, [weight], residual, backend)
+    return reference.linear_residual(x, weight, residual) if outs is None else outs[0]
 
-        if triton_gemv.takes(x, [weight]):
-            y = triton_gemv.linear_group(x.reshape(rows, K), [weight], residual.reshape(rows, N))[0]
-            return y.view(residual.shape)
-    return reference.linear_residual(x, weight, residual)
+
+def _on_gemv_kernels(
+    x: torch.Tensor, weights: list[torch.Tensor], residual: torch.Tensor | None, backend: str | None
+) -> list[torch.Tensor] | None:
+    """The products (``+ residual``, one weight) on the decode matrix-vector kernels when they take these inputs
+    (Triton backend, no autograd, weights in ``x``'s dtype, decode-sized ``x``), each ``[..., N_i]``; else None."""
+    K = x.shape[-1]
+    rows = x.numel() // K if K else 0
+    if not (0 < rows and _use_triton(backend, x, residual, *weights) and all(w.dtype == x.dtype for w in weights)):
+        return None
+    from . import triton_gemv
+
+    if not triton_gemv.takes(x, weights):
+        return None
+    outs = triton_gemv.linear_group(x.reshape(rows, K), list(weights),
+                                    None if residual is None else residual.reshape(rows, -1))
+    return [y.view(*x.shape[:-1], y.shape[-1]) for y in outs]
 
 
 def low_rank_log_gate(

@@ -35,8 +35,13 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
     return residual + F.linear(x, weight)
 
 
+def log_sigmoid_gate(z: torch.Tensor, normalizer: float, clamp_min: float | None) -> torch.Tensor:
+    """``max(logsigmoid(z) / normalizer, clamp_min)`` in float32."""
+    g = F.logsigmoid(z.float()) / normalizer
+    return g if clamp_min is None else g.clamp_min(clamp_min)
+
+
 def low_rank_log_gate(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalizer: float, clamp_min: float | None
 ) -> torch.Tensor:
-    g = F.logsigmoid(F.linear(x, weight, bias).float()) / normalizer
-    return g if clamp_min is None else g.clamp_min(clamp_min)
+    return log_sigmoid_gate(F.linear(x, weight, bias), normalizer, clamp_min)

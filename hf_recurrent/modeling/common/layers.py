@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from ...kernels.causal_conv1d import causal_conv1d
 from ...kernels.linear_attention import LowRankLogDecay
 from ...kernels.fused_layers import add_rms_norm, linear_group, linear_residual, low_rank_log_gate, rms_norm, swiglu
+from ...kernels.fused_layers.reference import log_sigmoid_gate
 
 
 class RMSNorm(nn.Module):
@@ -44,11 +45,15 @@ FUSED_PROJECTIONS_MIN = 1
 cuBLAS, which waits for the previous kernel to finish before it starts streaming its weights."""
 
 
+def exactly(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """Whether ``module`` is exactly ``cls`` (no subclass, no hooks), so that a fused path may stand in for calling
+    it: anything else (an adapter or a quantised layer wrapped around it, a hook) is called as a module."""
+    return type(module) is cls and not module._forward_hooks and not module._forward_pre_hooks
+
+
 def _plain(*linears: nn.Module, bias: bool = False) -> bool:
-    """Whether these are plain ``nn.Linear`` layers (with a bias when ``bias``, else without), no hooks: anything
-    else (an adapter or a quantised layer wrapped around them, a hook) is called as a module, so it keeps working."""
-    return all(type(m) is nn.Linear and (m.bias is not None) == bias and not m._forward_hooks
-               and not m._forward_pre_hooks for m in linears)
+    """Whether these are plain ``nn.Linear`` layers (:func:`exactly`), with a bias when ``bias``, else without."""
+    return all(exactly(m, nn.Linear) and (m.bias is not None) == bias for m in linears)
 
 
 def project(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
@@ -77,8 +82,7 @@ def log_gate(
         if lazy:
             return LowRankLogDecay(x, linear.weight, linear.bias, normalizer, clamp_min)
         return low_rank_log_gate(x, linear.weight, linear.bias, normalizer, clamp_min)
-    g = F.logsigmoid(linear(x).float()) / normalizer
-    return g if clamp_min is None else g.clamp_min(clamp_min)
+    return log_sigmoid_gate(linear(x), normalizer, clamp_min)
 
 
 def add_gated_output(mixer: nn.Module, config) -> None:

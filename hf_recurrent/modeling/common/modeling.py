@@ -46,7 +46,7 @@ from transformers.utils import ModelOutput
 from .configuration import RecurrentConfig
 from .cuda_graph import DecodeGraph
 from .masking import padding_mask, slice_logits_to_keep
-from .layers import GatedMLP, RMSNorm
+from .layers import GatedMLP, RMSNorm, exactly
 
 
 @dataclass
@@ -109,14 +109,9 @@ class RecurrentBlock(GradientCheckpointingLayer):
         else:
             hidden_states = residual + mixed
             normed = self.mlp_norm(hidden_states.to(mixed.dtype))
-        if _fusable(self.mlp, GatedMLP):  # the residual add fused into its last projection
+        if exactly(self.mlp, GatedMLP):  # the residual add fused into its last projection (an extra argument)
             return self.mlp(normed, residual=hidden_states).to(mixed.dtype)
         return (hidden_states + self.mlp(normed)).to(mixed.dtype)
-
-
-def _fusable(module: nn.Module, cls: type[nn.Module]) -> bool:
-    """Whether ``module`` is exactly ``cls`` without hooks, so that it may be called with a fused extra argument."""
-    return type(module) is cls and not module._forward_hooks and not module._forward_pre_hooks
 
 
 def _check_token_ids(input_ids: torch.Tensor, vocab_size: int, check_range: bool = True) -> None:
