@@ -23,6 +23,8 @@ step: ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
@@ -182,17 +184,22 @@ def _gemv_row_kernel(
         wt = w_next
 
 
+def _block_ends(group: list[torch.Tensor], bn: int) -> tuple[list[int], int]:
+    """The kernels' ``e0 .. e4`` (cumulative ``bn``-row block counts of the weights, padded with the total) and the
+    total number of blocks."""
+    ends = list(itertools.accumulate(triton.cdiv(w.shape[0], bn) for w in group))
+    return (ends + [ends[-1]] * GEMV_MAX_WEIGHTS)[: GEMV_MAX_WEIGHTS - 1], ends[-1]
+
+
 def _launch_group(x: torch.Tensor, group: list[torch.Tensor], ys: list[torch.Tensor], residual: torch.Tensor | None,
                   launch: dict) -> None:
     M, K = x.shape
     bn, bk, stages = _launch_settings(x, [w.shape[0] for w in group])
-    ends = [0]
-    for w in group:
-        ends.append(ends[-1] + triton.cdiv(w.shape[0], bn))
+    ends, blocks = _block_ends(group, bn)
     pad = GEMV_MAX_WEIGHTS - len(group)
-    _gemv_group_kernel[(ends[-1],)](
+    _gemv_group_kernel[(blocks,)](
         x, *group, *[group[0]] * pad, *ys, *[ys[0]] * pad, residual, *[w.shape[0] for w in group], *[0] * pad,
-        *(ends[1:] + [ends[-1]] * pad)[: GEMV_MAX_WEIGHTS - 1], M, K,
+        *ends, M, K,
         BM=16, BN=bn, BK=min(bk, triton.next_power_of_2(K)), PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
         HAS_RESIDUAL=residual is not None, num_warps=GEMV_WARPS, num_stages=stages, **launch,
     )
@@ -209,16 +216,14 @@ def _launch_row(x: torch.Tensor, group: list[torch.Tensor], ys: list[torch.Tenso
     K = x.shape[1]
     bn = GEMV_ROW_BLOCK_N
     bk = min(GEMV_ROW_BLOCK_K * 2 // x.element_size(), triton.next_power_of_2(K))
-    ends = [0]
-    for w in group:
-        ends.append(ends[-1] + triton.cdiv(w.shape[0], bn))
+    ends, blocks = _block_ends(group, bn)
     pad = GEMV_MAX_WEIGHTS - len(group)
     sms = cuda_properties(x.device).multi_processor_count if x.is_cuda else 4
-    programs = min(ends[-1], sms * GEMV_ROW_PROGRAMS_PER_SM)
+    programs = min(blocks, sms * GEMV_ROW_PROGRAMS_PER_SM)
     _gemv_row_kernel[(programs,)](
         x, group[0], ys[0], residual, *_element_offsets(group), *[0] * pad, *_element_offsets(ys), *[0] * pad,
-        *[w.shape[0] for w in group], *[0] * pad, *(ends[1:] + [ends[-1]] * pad)[: GEMV_MAX_WEIGHTS - 1],
-        K, ends[-1], programs, triton.cdiv(ends[-1], programs) * triton.cdiv(K, bk),
+        *[w.shape[0] for w in group], *[0] * pad, *ends,
+        K, blocks, programs, triton.cdiv(blocks, programs) * triton.cdiv(K, bk),
         BN=bn, BK=bk, HAS_RESIDUAL=residual is not None, num_warps=GEMV_ROW_WARPS, num_stages=1, **launch,
     )
 
