@@ -7,7 +7,8 @@
    step, as FlashRNN's "vanilla" backend). Goal: faster than cuDNN at every head size and >= 50x the loop.
    Ours is timed in every forward design that applies (:func:`_designs`: the tiled kernel, the register-resident
    one, column tiles of 16/32 for split heads (64 only up to heads of 128), and at heads of 256 and 768 the
-   split-resident kernel in column tiles of 16/32; knobs of ``hf_recurrent.kernels.rnn_cells.triton``), all
+   split-resident kernels in column tiles of 16/32, and in tiles of 16 with the tiled backward; knobs of
+   ``hf_recurrent.kernels.rnn_cells.triton``), all
    recorded under ``designs``; the row's ``ours_*`` are the best of them, named in ``ours_*_design``
    (``default_design``: the one the default knobs pick).
 2. minGRU's scan ``h_t = a_t h_{t-1} + b_t`` (bf16, B = 16, 1536 channels) at T = 512 and 4096: our Triton scan
@@ -103,10 +104,12 @@ def _designs(head_dim: int) -> dict[str, dict]:
     if head_dim > 64:  # column tiles of split heads
         for columns in (32, 16):
             designs[f"tiled_columns{columns}"] = {"RESIDENT": False, "SPLIT_RESIDENT": False, "SPLIT_BLOCK_D": columns}
-    if head_dim > 128:  # split heads with each program's slice of R in registers (triton_split)
+    if head_dim > 128:  # split heads with each program's slice of R loaded once (triton_split, _backward)
         for columns in (32, 16):
             designs[f"split_resident_columns{columns}"] = {"SPLIT_RESIDENT": True, "SPLIT_BLOCK_D": columns,
                                                            "SPLIT_RESIDENT_NUM_WARPS": None}
+        designs["split_resident_columns16_tiled_backward"] = {"SPLIT_RESIDENT": True, "SPLIT_BLOCK_D": 16,
+                                                              "SPLIT_RESIDENT_BACKWARD": False}
     return designs
 
 

@@ -480,7 +480,7 @@ def _cases():
         cases.append((f"selective_scan_step-full={full}", lambda dt, f=full: selective_scan_step(dt, f)))
     for cell in ("lstm", "gru", "slstm"):
         for path, D in (("resident", 20), ("resident", 72), ("tiled", 20), ("tiled", 72), ("tiled-columns16", 72),
-                        ("split-resident", 20), ("split-resident", 72)):
+                        ("split-resident", 20), ("split-resident", 72), ("split-resident", 96)):
             cases.append((f"rnn-{cell}-{path}-D={D}-train",
                           lambda dt, c=cell, p=path, d=D: rnn(dt, c, p, d, True, True, True)))
             cases.append((f"rnn-{cell}-{path}-D={D}-inference",

@@ -52,14 +52,15 @@ PATHS = {  # forward designs of the Triton backend: module knobs of hf_recurrent
 def kernel_path(request, monkeypatch) -> SimpleNamespace:
     """Sets the forward design ``request.param`` (a key of PATHS); ``.tiles`` records the tile ``BD`` of each call
     that went to the resident forward, ``.split_tiles`` the column tile ``BN`` of each that went to the
-    split-resident one."""
+    split-resident one, ``.split_backward_tiles`` that of each backward on the split-resident backward."""
     from hf_recurrent.kernels.rnn_cells import triton as triton_impl
 
     for name, value in PATHS[request.param].items():
         monkeypatch.setattr(triton_impl, name, value)
-    path = SimpleNamespace(name=request.param, tiles=[], split_tiles=[])
+    path = SimpleNamespace(name=request.param, tiles=[], split_tiles=[], split_backward_tiles=[])
     resident_forward = triton_impl.resident_forward
     split_resident_forward = triton_impl.split_resident_forward
+    split_resident_backward = triton_impl.split_resident_backward
 
     def spy(cell, gx, R, rbias, state0, keep, store_all, block_d, num_warps):
         path.tiles.append(block_d)
@@ -69,7 +70,12 @@ def kernel_path(request, monkeypatch) -> SimpleNamespace:
         path.split_tiles.append(kwargs["BN"])
         return split_resident_forward(*args, **kwargs)
 
+    def split_backward_spy(*args, **kwargs):
+        path.split_backward_tiles.append(kwargs["BN"])
+        return split_resident_backward(*args, **kwargs)
+
     monkeypatch.setattr(triton_impl, "resident_forward", spy)
+    monkeypatch.setattr(triton_impl, "split_resident_backward", split_backward_spy)
     monkeypatch.setattr(triton_impl, "split_resident_forward", split_spy)
     return path
 
@@ -80,13 +86,15 @@ def kernel_path(request, monkeypatch) -> SimpleNamespace:
     [(3, 6, 2, 20, False, "resident"), (3, 6, 2, 20, True, "resident"), (3, 6, 2, 20, True, "tiled"),
      (2, 5, 1, 72, True, "resident"), (2, 5, 1, 72, True, "tiled"), (2, 5, 1, 72, True, "tiled-columns32"),
      (3, 6, 2, 20, True, "split-resident"), (2, 5, 2, 72, True, "split-resident"),
-     (2, 5, 1, 72, True, "split-resident-columns32")],
+     (2, 5, 1, 72, True, "split-resident-columns32"), (2, 4, 1, 96, True, "split-resident")],
     ids=["one-tile", "one-tile-padded", "one-tile-padded-tiled",  # D = 20 runs in a masked tile of 32
          "D72-padded", "D72-padded-tiled", "D72-padded-columns32",  # resident: a masked tile of 128; tiled: 5
          # column tiles of 16 (or 3 of 32, the last masked) by 2 reduction tiles of 64. Split-resident: D = 20 one
          # column tile of 32 (one launch for the sequence); D = 72 (two heads) 5 column tiles of 16, or 3 of 32,
-         # each by 2 key tiles of 64 (one launch per step)
-         "one-tile-padded-split-resident", "D72-padded-split-resident", "D72-padded-split-resident-columns32"],
+         # each by one masked key tile of 128 (one launch per step); D = 96: 6 column tiles of 16 by 3 unmasked key
+         # tiles of 32
+         "one-tile-padded-split-resident", "D72-padded-split-resident", "D72-padded-split-resident-columns32",
+         "D96-padded-split-resident"],
     indirect=["kernel_path"],
 )
 def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded, kernel_path):
@@ -122,6 +130,7 @@ def test_triton_matches_reference_forward_and_gradients(cell, B, T, H, D, padded
     split_block = {"split-resident": 16 if D > 64 else block, "split-resident-columns32": 32 if D > 64 else block}.get(
         kernel_path.name)
     assert kernel_path.split_tiles == ([split_block] * 2 if split_block else [])
+    assert kernel_path.split_backward_tiles == ([split_block] if split_block else [])
 
 
 def test_forward_design_by_head_size_and_dtype(monkeypatch):
@@ -160,7 +169,10 @@ def test_forward_design_by_head_size_and_dtype(monkeypatch):
     assert [split_resident(D, fp32, BN) for D, BN in ((256, 32), (768, 16))] == [False, False]
     assert not split_resident(768, bf16, 32, split=False)  # not split: the tiled forward
     assert triton_impl.split_resident_bytes(768, 32, 64, 2) == 192 * 1024
-    assert [triton_impl.split_resident_warps(BN) for BN in (16, 32, 64)] == [8, 16, 16]
+    assert [triton_impl.split_resident_warps(BN) for BN in (16, 32, 64)] == [4, 8, 16]
+    # key tiles: the largest power of two up to 256 dividing the head; masked tiles where none of 16 or more does
+    assert [triton_impl.split_resident_key_block(D) for D in (768, 384, 1024, 80, 200, 40)] == [256, 128, 256, 16,
+                                                                                              256, 64]
     monkeypatch.setattr(triton_impl, "SPLIT_RESIDENT", False)
     assert not split_resident(256, bf16, 32)
     monkeypatch.setattr(triton_impl, "SPLIT_RESIDENT", "always")

@@ -20,12 +20,16 @@ Forward, three designs (:func:`_forward` picks):
   heads are never split.
 
 Backward walks the sequence in reverse: phase 1 recomputes each step's gates from the stored state and
-pre-activations and writes the gate gradients; phase 2 forms ``dy_{t-1} += sum_g dP_g R_g^T``. The weight
-gradients ``dR = sum_{b,t} y_{t-1}^T dP_t`` are one batched matmul in PyTorch afterwards.
+pre-activations and writes the gate gradients; phase 2 forms ``dy_{t-1} += sum_g dP_g R_g^T``. Two designs: where
+the forward is split-resident, the split-resident backward of :mod:`.triton_split_backward` (each program's rows of
+``R`` loaded once, ``dP`` exchanged in ``R``'s dtype, one grid barrier a step; 16-bit ``R`` on a GPU); otherwise the
+tiled kernel here (``R`` and float32 ``dP`` tiles re-read every step). The weight gradients
+``dR = sum_{b,t} y_{t-1}^T dP_t`` are one batched matmul in PyTorch afterwards.
 
 Knobs, module attributes read at every call (the benchmark times the alternatives): :data:`RESIDENT`,
 :data:`RESIDENT_MAX_D`, :data:`RESIDENT_NUM_WARPS`, :data:`SPLIT_BLOCK_D`, :data:`SPLIT_RESIDENT`,
-:data:`SPLIT_RESIDENT_MAX_BYTES`, :data:`SPLIT_RESIDENT_NUM_WARPS`.
+:data:`SPLIT_RESIDENT_MAX_BYTES`, :data:`SPLIT_RESIDENT_NUM_WARPS`, :data:`SPLIT_RESIDENT_BACKWARD`,
+:data:`SPLIT_RESIDENT_BACKWARD_NUM_WARPS`.
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ import triton.language as tl
 
 from ..backend import cuda_properties, triton_interpreting
 from .reference import CELLS
-from .triton_common import (_CELL_IDS, _cell_update, _gate_ptrs, _grid_barrier, _keep_state, _load_gates,
-                            _load_state, _logsigmoid, _precision, _sigmoid, _state_ptrs, _store_gates, _store_state,
-                            _tanh)
+from .triton_common import (_CELL_IDS, _cell_grads, _cell_update, _gate_ptrs, _grid_barrier, _keep_state,
+                            _load_gates, _load_state, _precision, _state_ptrs, _store_gates, _store_state)
 from .triton_resident import resident_forward, resident_warps
-from .triton_split import split_resident_bytes, split_resident_forward, split_resident_warps
+from .triton_split import (split_resident_bytes, split_resident_forward, split_resident_key_block,
+                           split_resident_warps)
+from .triton_split_backward import split_resident_backward, split_resident_backward_warps
 
 RESIDENT = True
 """Whether heads of one tile use the register-resident forward (False: the tiled forward for every head size)."""
@@ -77,6 +82,14 @@ the GPU's per-block limit)."""
 
 SPLIT_RESIDENT_NUM_WARPS: int | None = None
 """Warps per program of the split-resident forward; None: :func:`.triton_split.split_resident_warps`."""
+
+SPLIT_RESIDENT_BACKWARD = True
+"""Whether the backward of a head whose forward :data:`SPLIT_RESIDENT` takes runs on the split-resident backward
+of :mod:`.triton_split_backward` (each program's rows of ``R`` loaded once) rather than the tiled one."""
+
+SPLIT_RESIDENT_BACKWARD_NUM_WARPS: int | None = None
+"""Warps per program of the split-resident backward; None:
+:func:`.triton_split_backward.split_resident_backward_warps`."""
 
 
 @triton.jit
@@ -153,6 +166,7 @@ def _rnn_bwd_kernel(
     for tt in range(T):
         t = T - 1 - tt
         rd, wr = (t + 1) % 2, t % 2  # DS slots: gradient of the state after step t, and before it
+        keep = rmask[:, None]  # (unused without HAS_KEEP)
         if HAS_KEEP:
             keep = tl.load(KEEP + rows * T + t, mask=rmask, other=1.0)[:, None] > 0.5
         # Phase 1: point-wise gradients of step t, tile by tile.
@@ -162,77 +176,21 @@ def _rnn_bwd_kernel(
             dh = tl.load(_state_ptrs(DS, rd, rows, 0, head, cols, B, H, D, NS), mask=m2, other=0.0)
             dy_ptrs = DY + ((rows[:, None] * T + t) * H + head) * D + cols[None, :]
             dh += tl.load(dy_ptrs, mask=m2, other=0.0).to(tl.float32)
-            x0, x1, x2, x3 = _load_gates(GX, rows, t, head, cols, m2, T, H, D, G)
-            x0, x1, x2, x3 = x0.to(tl.float32), x1.to(tl.float32), x2.to(tl.float32), x3.to(tl.float32)
-            a0, a1, a2, a3 = _load_gates(P, rows, t, head, cols, m2, T, H, D, G)
-            if CELL == 0:  # LSTM
+            dc, dn = dh, dh  # (states the cell lacks)
+            if NS > 1:
                 dc = tl.load(_state_ptrs(DS, rd, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                c_old = tl.load(_state_ptrs(S, t, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                i, f = _sigmoid(x0 + a0), _sigmoid(x1 + a1)
-                z, o = _tanh(x2 + a2), _sigmoid(x3 + a3)
-                tc = _tanh(f * c_old + i * z)
-                dct = dc + dh * o * (1.0 - tc * tc)
-                d0 = dct * z * i * (1.0 - i)
-                d1 = dct * c_old * f * (1.0 - f)
-                d2 = dct * i * (1.0 - z * z)
-                d3 = dh * tc * o * (1.0 - o)
-                dc_old = dct * f
-                dh_old = tl.zeros([BB, BN], tl.float32)
-                if HAS_KEEP:
-                    dc_old = tl.where(keep, dc_old, dc)
-                    dh_old = tl.where(keep, dh_old, dh)
-                tl.store(_state_ptrs(DS, wr, rows, 1, head, cols, B, H, D, NS), dc_old, mask=m2)
-                p2 = d2
-            elif CELL == 1:  # GRU
-                h_old = tl.load(_state_ptrs(S, t, rows, 0, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                r, z = _sigmoid(x0 + a0), _sigmoid(x1 + a1)
-                n = _tanh(x2 + r * a2)
-                d2 = dh * (1.0 - z) * (1.0 - n * n)
-                d0 = d2 * a2 * r * (1.0 - r)
-                d1 = dh * (h_old - n) * z * (1.0 - z)
-                d3 = d2  # no fourth gate
-                p2 = d2 * r
-                dh_old = dh * z
-                if HAS_KEEP:
-                    dh_old = tl.where(keep, dh_old, dh)
-            else:  # sLSTM, stabiliser m treated as a constant
-                dc = tl.load(_state_ptrs(DS, rd, rows, 1, head, cols, B, H, D, NS), mask=m2, other=0.0)
+            if NS > 2:
                 dn = tl.load(_state_ptrs(DS, rd, rows, 2, head, cols, B, H, D, NS), mask=m2, other=0.0)
-                _, c_old, n_old, m_old = _load_state(S, t, rows, head, cols, m2, B, H, D, NS, "")
-                ri = x0 + a0
-                sf = _sigmoid(x1 + a1)
-                log_f = _logsigmoid(x1 + a1) + m_old
-                m = tl.where(n_old == 0.0, ri, tl.maximum(ri, log_f))
-                i = tl.exp(ri - m)
-                f = tl.exp(log_f - m)
-                z = _tanh(x2 + a2)
-                o = _sigmoid(x3 + a3)
-                c = f * c_old + i * z
-                n_pre = f * n_old + i
-                n = tl.maximum(n_pre, 1.0)
-                dct = dc + dh * o / n
-                dnt = tl.where(n_pre >= 1.0, dn - dh * o * c / (n * n), 0.0)
-                d0 = (dct * z + dnt) * i
-                d1 = (dct * c_old + dnt * n_old) * f * (1.0 - sf)
-                d2 = dct * i * (1.0 - z * z)
-                d3 = dh * c / n * o * (1.0 - o)
-                dc_old = dct * f
-                dn_old = dnt * f
-                dh_old = tl.zeros([BB, BN], tl.float32)
-                if HAS_KEEP:
-                    dc_old, dn_old = tl.where(keep, dc_old, dc), tl.where(keep, dn_old, dn)
-                    dh_old = tl.where(keep, dh_old, dh)
-                tl.store(_state_ptrs(DS, wr, rows, 1, head, cols, B, H, D, NS), dc_old, mask=m2)
-                tl.store(_state_ptrs(DS, wr, rows, 2, head, cols, B, H, D, NS), dn_old, mask=m2)
-                tl.store(_state_ptrs(DS, wr, rows, 3, head, cols, B, H, D, NS), tl.zeros([BB, BN], tl.float32),
-                         mask=m2)
-                p2 = d2
-            if HAS_KEEP:
-                d0, d1, d2 = tl.where(keep, d0, 0.0), tl.where(keep, d1, 0.0), tl.where(keep, d2, 0.0)
-                d3, p2 = tl.where(keep, d3, 0.0), tl.where(keep, p2, 0.0)
+            x0, x1, x2, x3 = _load_gates(GX, rows, t, head, cols, m2, T, H, D, G)
+            a0, a1, a2, a3 = _load_gates(P, rows, t, head, cols, m2, T, H, D, G)
+            h_old, c_old, n_old, m_old = _load_state(S, t, rows, head, cols, m2, B, H, D, NS, "")
+            d0, d1, d2, d3, p2, dh_old, dc_old, dn_old = _cell_grads(
+                CELL, HAS_KEEP, keep, x0.to(tl.float32), x1.to(tl.float32), x2.to(tl.float32), x3.to(tl.float32),
+                a0, a1, a2, a3, h_old, c_old, n_old, m_old, dh, dc, dn)
+            _store_state(DS, wr, rows, head, cols, m2, B, H, D, NS, dh_old, dc_old, dn_old,
+                         tl.zeros([BB, BN], tl.float32))  # (sLSTM: the stabiliser's gradient is zero)
             _store_gates(DGX, rows, t, head, cols, m2, T, H, D, G, d0, d1, d2, d3)
             _store_gates(DP, rows, t, head, cols, m2, T, H, D, G, d0, d1, p2, d3)
-            tl.store(_state_ptrs(DS, wr, rows, 0, head, cols, B, H, D, NS), dh_old, mask=m2)
         tl.debug_barrier()
         if NSPLIT > 1:
             _grid_barrier(SYNC + tl.program_id(0) * H + head, (tt + 1) * NSPLIT)
@@ -312,17 +270,38 @@ def _resident_block(D: int, R: torch.Tensor) -> int | None:
 def _split_resident(D: int, R: torch.Tensor, ls: _Launch) -> bool:
     """Whether the forward runs on the split-resident kernel (:data:`SPLIT_RESIDENT`): a head of 16-bit ``R`` split
     over programs whose ``R`` slice has at most :data:`SPLIT_RESIDENT_MAX_BYTES`; with ``"always"`` any head the
-    resident forward does not take."""
+    resident forward does not take. On a GPU, either way, only where the slice fits a block's shared memory."""
     if SPLIT_RESIDENT == "always":
-        return True
+        return not R.is_cuda or _fits_on_chip(D, R, ls)
     if not SPLIT_RESIDENT or ls.split == 1 or R.element_size() != 2:
         return False
-    size = split_resident_bytes(D, ls.BN, ls.BK, R.element_size())
-    # The compiler stages the slice in shared memory (plus ~4 KiB for the y operand): within the GPU's opt-in
-    # limit per block (227 KiB on H100/H200, 163 KiB on A100; unknown to older PyTorch: assume Hopper's).
+    size = split_resident_bytes(D, ls.BN, split_resident_key_block(D), R.element_size())
+    return size <= SPLIT_RESIDENT_MAX_BYTES and _fits_on_chip(D, R, ls)
+
+
+def _fits_on_chip(D: int, R: torch.Tensor, ls: _Launch) -> bool:
+    """Whether the split-resident forward's shared memory fits the GPU's opt-in limit per block (227 KiB on
+    H100/H200, 163 KiB on A100; unknown to older PyTorch: Hopper's assumed): the compiler stages the ``R`` slice
+    there, and every key tile of ``y`` at once (``BB x D``; all are requested before the products). A float32 head
+    of 768 in tiles of 16 needs 196 + 48 KiB: it does not fit."""
+    BK = split_resident_key_block(D)
+    size = split_resident_bytes(D, ls.BN, BK, R.element_size()) + ls.BB * triton.cdiv(D, BK) * BK * R.element_size()
     props = cuda_properties(R.device) if R.is_cuda else None
-    smem = getattr(props, "shared_memory_per_block_optin", 232448)
-    return size <= SPLIT_RESIDENT_MAX_BYTES and size + 8192 <= smem
+    return size <= getattr(props, "shared_memory_per_block_optin", 232448)
+
+
+def _takes_split_resident(T: int, D: int, R: torch.Tensor, ls: _Launch) -> bool:
+    """Whether a call runs on the split-resident kernels: :func:`_split_resident`, and more than one step (a single
+    step takes the tiled kernel, see :func:`_launch_shape`) unless :data:`SPLIT_RESIDENT` is ``"always"``."""
+    return (T > 1 or SPLIT_RESIDENT == "always") and _split_resident(D, R, ls)
+
+
+def _split_resident_backward(T: int, D: int, R: torch.Tensor, ls: _Launch) -> bool:
+    """Whether the backward runs on the split-resident kernel (:data:`SPLIT_RESIDENT_BACKWARD`): where the forward
+    does, but for float32 ``R`` on a GPU (only ever forced there, ``SPLIT_RESIDENT = "always"``): its slice with the
+    staged ``dP`` tiles can pass a block's shared memory (240 KiB for a GRU head of 768 in tiles of 16)."""
+    fits = R.element_size() == 2 or not R.is_cuda or triton_interpreting()
+    return SPLIT_RESIDENT_BACKWARD and fits and _takes_split_resident(T, D, R, ls)
 
 
 def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor | None, state0: torch.Tensor,
@@ -336,9 +315,10 @@ def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor |
     B, T, H, G, D = gx.shape
     NS = CELLS[cell][1]
     ls = _launch_shape(B, T, H, D, gx.device)
-    if (T > 1 or SPLIT_RESIDENT == "always") and _split_resident(D, R, ls):  # a single step: tiled (see above)
+    if _takes_split_resident(T, D, R, ls):
         warps = SPLIT_RESIDENT_NUM_WARPS or split_resident_warps(ls.BN)
-        return split_resident_forward(cell, gx, R, rbias, state0, keep, store_all, BB=ls.BB, BN=ls.BN, BK=ls.BK,
+        return split_resident_forward(cell, gx, R, rbias, state0, keep, store_all, BB=ls.BB, BN=ls.BN,
+                                      BK=split_resident_key_block(D),
                                       split=ls.split > 1, num_warps=warps)
     # Split heads exchange y through memory: every step then writes fresh addresses (all T + 1 state slots), so no
     # multiprocessor can hold a stale L1 copy of a state another one writes later.
@@ -357,6 +337,26 @@ def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor |
     return y, final, S, P
 
 
+def _tiled_backward(cell: str, gx: torch.Tensor, R: torch.Tensor, keep: torch.Tensor | None, S: torch.Tensor,
+                    P: torch.Tensor, dy: torch.Tensor, dfinal: torch.Tensor | None,
+                    ls: _Launch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dgx, dP, d initial state)`` from :func:`_rnn_bwd_kernel`."""
+    B, T, H, G, D = gx.shape
+    NS = S.shape[2]
+    DS = gx.new_zeros((2, B, NS, H, D), dtype=torch.float32)
+    if dfinal is not None:
+        DS[T % 2] = dfinal
+    dgx = torch.empty_like(P)
+    dp = torch.empty_like(P)
+    sync = torch.zeros(ls.grid[0] * H if ls.split > 1 else 1, device=gx.device, dtype=torch.int32)
+    _rnn_bwd_kernel[ls.grid](
+        gx, R, keep if keep is not None else gx, S, P, dy.contiguous(), DS, dgx, dp, sync, B, T, H, D, ls.span,
+        CELL=_CELL_IDS[cell], G=G, NS=NS, BB=ls.BB, BN=ls.BN, BK=ls.BK, HAS_KEEP=keep is not None,
+        PREC=_precision(R), NSPLIT=ls.split, CACHE=_cache(ls.split),
+    )
+    return dgx, dp, DS[0]
+
+
 class _RNNScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, gx, R, rbias, state0, keep):
@@ -369,22 +369,17 @@ class _RNNScan(torch.autograd.Function):
     def backward(ctx, dy, dfinal):
         gx, R, keep, S, P = ctx.saved_tensors
         B, T, H, G, D = gx.shape
-        NS = S.shape[2]
-        DS = gx.new_zeros((2, B, NS, H, D), dtype=torch.float32)
-        if dfinal is not None:
-            DS[T % 2] = dfinal
-        dgx = torch.empty_like(P)
-        dp = torch.empty_like(P)
         ls = _launch_shape(B, T, H, D, gx.device)
-        sync = torch.zeros(ls.grid[0] * H if ls.split > 1 else 1, device=gx.device, dtype=torch.int32)
-        _rnn_bwd_kernel[ls.grid](
-            gx, R, keep if keep is not None else gx, S, P, dy.contiguous(), DS, dgx, dp, sync, B, T, H, D, ls.span,
-            CELL=_CELL_IDS[ctx.cell], G=G, NS=NS, BB=ls.BB, BN=ls.BN, BK=ls.BK, HAS_KEEP=keep is not None,
-            PREC=_precision(R), NSPLIT=ls.split, CACHE=_cache(ls.split),
-        )
+        if _split_resident_backward(T, D, R, ls):
+            warps = SPLIT_RESIDENT_BACKWARD_NUM_WARPS or split_resident_backward_warps(ls.BN)
+            dgx, dp, ds0 = split_resident_backward(
+                ctx.cell, gx, R, keep, S, P, dy.contiguous(), dfinal, BB=ls.BB, BN=ls.BN,
+                BK=split_resident_key_block(D), split=ls.split > 1, num_warps=warps)
+        else:
+            dgx, dp, ds0 = _tiled_backward(ctx.cell, gx, R, keep, S, P, dy, dfinal, ls)
         dR = torch.einsum("bthi,bthgj->hgij", S[:T, :, 0].transpose(0, 1), dp).to(R.dtype)
         drb = dp.sum((0, 1)).to(R.dtype) if ctx.has_rbias else None
-        return None, dgx.to(gx.dtype), dR, drb, DS[0].clone(), None
+        return None, dgx.to(gx.dtype), dR, drb, ds0, None
 
 
 def rnn_scan(cell, gx, R, rbias, state0, keep):

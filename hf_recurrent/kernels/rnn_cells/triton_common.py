@@ -152,3 +152,67 @@ def _next_state(CELL: tl.constexpr, HAS_KEEP: tl.constexpr, keep, x0, x1, x2, x3
     if HAS_KEEP:
         h_new, c_new, n_new, m_new = _keep_state(keep[:, None] > 0.5, h_new, c_new, n_new, m_new, h, c, n, m)
     return h_new, c_new, n_new, m_new
+
+
+@triton.jit
+def _cell_grads(CELL: tl.constexpr, HAS_KEEP: tl.constexpr, keep, x0, x1, x2, x3, a0, a1, a2, a3, h_old, c_old,
+                n_old, m_old, dh, dc, dn):
+    """Gradients through one step of the cell, float32 (the backward of :func:`_cell_update`, sLSTM's stabiliser
+    ``m`` a constant): gate inputs ``x_g``, recurrent parts ``a_g``, the state before the step and the gradients
+    ``dh, dc, dn`` of the state after it (those a cell lacks: any tile, unused) ->
+
+    ``(d_0 .. d_3, p_2, dh_old, dc_old, dn_old)``: ``d_g`` the gradient of gate ``g``'s input part ``gx``; the
+    recurrent part's is the same but for the GRU's candidate gate, ``p_2 = d_2 r``; ``dh_old`` the gradient of
+    ``y_{t-1}`` except the part through ``R`` (the GRU's ``z dh``, zero otherwise), ``dc_old, dn_old`` those of
+    ``c_{t-1}, n_{t-1}``. With ``HAS_KEEP``, where ``keep`` (``[BB, 1]``) is false (padding) the state's gradients
+    pass through unchanged and the gates' are zero."""
+    if CELL == 0:  # LSTM
+        i, f = _sigmoid(x0 + a0), _sigmoid(x1 + a1)
+        z, o = _tanh(x2 + a2), _sigmoid(x3 + a3)
+        tc = _tanh(f * c_old + i * z)
+        dct = dc + dh * o * (1.0 - tc * tc)
+        d0 = dct * z * i * (1.0 - i)
+        d1 = dct * c_old * f * (1.0 - f)
+        d2 = dct * i * (1.0 - z * z)
+        d3 = dh * tc * o * (1.0 - o)
+        dc_old = dct * f
+        dn_old = dn
+        dh_old = tl.zeros_like(dh)
+        p2 = d2
+    elif CELL == 1:  # GRU
+        r, z = _sigmoid(x0 + a0), _sigmoid(x1 + a1)
+        n = _tanh(x2 + r * a2)
+        d2 = dh * (1.0 - z) * (1.0 - n * n)
+        d0 = d2 * a2 * r * (1.0 - r)
+        d1 = dh * (h_old - n) * z * (1.0 - z)
+        d3 = d2  # no fourth gate
+        p2 = d2 * r
+        dh_old = dh * z
+        dc_old, dn_old = dc, dn
+    else:  # sLSTM
+        ri = x0 + a0
+        sf = _sigmoid(x1 + a1)
+        log_f = _logsigmoid(x1 + a1) + m_old
+        m = tl.where(n_old == 0.0, ri, tl.maximum(ri, log_f))
+        i = tl.exp(ri - m)
+        f = tl.exp(log_f - m)
+        z = _tanh(x2 + a2)
+        o = _sigmoid(x3 + a3)
+        c = f * c_old + i * z
+        n_pre = f * n_old + i
+        n = tl.maximum(n_pre, 1.0)
+        dct = dc + dh * o / n
+        dnt = tl.where(n_pre >= 1.0, dn - dh * o * c / (n * n), 0.0)
+        d0 = (dct * z + dnt) * i
+        d1 = (dct * c_old + dnt * n_old) * f * (1.0 - sf)
+        d2 = dct * i * (1.0 - z * z)
+        d3 = dh * c / n * o * (1.0 - o)
+        dc_old = dct * f
+        dn_old = dnt * f
+        dh_old = tl.zeros_like(dh)
+        p2 = d2
+    if HAS_KEEP:
+        dh_old, dc_old, dn_old = tl.where(keep, dh_old, dh), tl.where(keep, dc_old, dc), tl.where(keep, dn_old, dn)
+        d0, d1, d2 = tl.where(keep, d0, 0.0), tl.where(keep, d1, 0.0), tl.where(keep, d2, 0.0)
+        d3, p2 = tl.where(keep, d3, 0.0), tl.where(keep, p2, 0.0)
+    return d0, d1, d2, d3, p2, dh_old, dc_old, dn_old
