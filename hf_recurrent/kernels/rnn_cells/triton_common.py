@@ -120,6 +120,19 @@ def _cell_update(CELL: tl.constexpr, x0, x1, x2, x3, a0, a1, a2, a3, h, c, n, m)
 
 
 @triton.jit
+def _column_tile(B, D, BB: tl.constexpr, BN: tl.constexpr):
+    """The tile of a program of a head split into column tiles, grid ``(batch blocks, H, column tiles)``:
+    ``(head, rows, row mask, first column, columns, [BB, BN] mask)``, rows int64 (offsets into ``[T, B, ...]``
+    buffers can pass 2**31)."""
+    head = tl.program_id(1)
+    rows = (tl.program_id(0) * BB + tl.arange(0, BB)).to(tl.int64)
+    rmask = rows < B
+    c0 = tl.program_id(2) * BN
+    cols = c0 + tl.arange(0, BN)
+    return head, rows, rmask, c0, cols, rmask[:, None] & (cols < D)[None, :]
+
+
+@triton.jit
 def _grid_barrier(counter, target):
     """Wait until the ``NSPLIT`` programs of one head have all arrived (``target`` arrivals in total so far).
 

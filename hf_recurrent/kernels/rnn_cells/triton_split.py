@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from .reference import CELLS
-from .triton_common import (_CELL_IDS, _grid_barrier, _load_gates, _load_state, _next_state,
+from .triton_common import (_CELL_IDS, _column_tile, _grid_barrier, _load_gates, _load_state, _next_state,
                             _precision, _store_gates, _store_state)
 
 
@@ -73,12 +73,7 @@ def _rnn_fwd_split_resident_kernel(
     KT: tl.constexpr, EVEN_K: tl.constexpr, HAS_RB: tl.constexpr, HAS_KEEP: tl.constexpr, STORE_STATE: tl.constexpr,
     STORE_P: tl.constexpr, PREC: tl.constexpr, NSPLIT: tl.constexpr, BARRIER: tl.constexpr, CACHE: tl.constexpr,
 ):
-    head = tl.program_id(1)
-    rows = (tl.program_id(0) * BB + tl.arange(0, BB)).to(tl.int64)
-    rmask = rows < B
-    j0 = tl.program_id(2) * BN
-    cols = j0 + tl.arange(0, BN)
-    m2 = rmask[:, None] & (cols < D)[None, :]
+    head, rows, rmask, j0, cols, m2 = _column_tile(B, D, BB, BN)
     rt = _load_r_slice(R, head, j0, D, G, BN, BK, KT)  # once: the program's columns of R, all gates
     gcol, gate, gmask = _gate_columns(j0, D, G, BN)
     if HAS_RB:

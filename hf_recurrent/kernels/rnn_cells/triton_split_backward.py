@@ -15,9 +15,10 @@ tile for every step — ``dy``, ``dc``, ``dn`` carried in registers, no other pr
 stages them in shared memory, like the forward's slice). One iteration, for ``t`` from ``T - 1`` down to ``-1``:
 
 1. the recurrent part from ``dP_{t+1}`` of the whole head (skipped at ``t = T - 1``), which every program wrote in
-   the previous iteration to an exchange buffer ``DPX`` ``[T, B, H, G, D]`` in ``R``'s dtype (the matmul's input:
-   what the tiled backward rounds it to anyway, half the bytes of float32), read with ``.cg`` loads after the grid
-   barrier;
+   the previous iteration to an exchange buffer ``DPX`` ``[2, B, H, G, D]`` (slot ``t % 2``) in ``R``'s dtype (the
+   matmul's input: what the tiled backward rounds it to anyway, half the bytes of float32), read with ``.cg`` loads
+   (L2) after the grid barrier. Two slots suffice: the slot written in iteration ``i + 1`` was last read in
+   iteration ``i``, and no program starts ``i + 1`` before every program has passed the barrier ending ``i``;
 2. the point-wise gradients of step ``t`` for the program's columns (:func:`.triton_common._cell_grads`; skipped
    at ``t = -1``): ``dgx``, ``dP`` (float32, for the weight gradient) and its copy in ``DPX``;
 3. a grid barrier: ``dP_t`` of every program is written.
@@ -40,8 +41,8 @@ import triton
 import triton.language as tl
 
 from .reference import CELLS
-from .triton_common import (_CELL_IDS, _cell_grads, _grid_barrier, _load_gates, _load_state, _precision,
-                            _store_gates, _store_state)
+from .triton_common import (_CELL_IDS, _cell_grads, _column_tile, _grid_barrier, _load_gates, _load_state,
+                            _precision, _store_gates, _store_state)
 
 
 @triton.jit
@@ -65,12 +66,7 @@ def _rnn_bwd_split_resident_kernel(
     KT: tl.constexpr, EVEN_K: tl.constexpr, HAS_KEEP: tl.constexpr, PREC: tl.constexpr, NSPLIT: tl.constexpr,
     BARRIER: tl.constexpr, CACHE: tl.constexpr,
 ):
-    head = tl.program_id(1)
-    rows = (tl.program_id(0) * BB + tl.arange(0, BB)).to(tl.int64)
-    rmask = rows < B
-    k0 = tl.program_id(2) * BN
-    cols = k0 + tl.arange(0, BN)
-    m2 = rmask[:, None] & (cols < D)[None, :]
+    head, rows, rmask, k0, cols, m2 = _column_tile(B, D, BB, BN)
     rt = _load_rt_slice(R, head, k0, D, G, BN, BK, KT)  # once: the program's rows of R, all gates
     dh, dc, dn, _ = _load_state(DS, 0, rows, head, cols, m2, B, H, D, NS, "")  # d of the state after step T - 1
     for i in range(i_start, i_stop):  # iteration i: step t = T - 1 - i (phase 2 of step t + 1, phase 1 of t)
@@ -85,6 +81,7 @@ def _rnn_bwd_split_resident_kernel(
         h_old, c_old, n_old, m_old = _load_state(S, ts, rows, head, cols, m2, B, H, D, NS, "")
         if i > 0:  # dy_t += sum_g dP_{t+1, g} R_g^T, dP_{t+1} of the whole head
             acc = tl.zeros([BB, BN], tl.float32)
+            dpx_rows = DPX + ((((t + 1) % 2) * B + rows[:, None]) * H + head) * G * D  # [BB, 1]: slot of step t + 1
             for g in tl.static_range(G):
                 dps = ()  # every key tile of this gate requested before the products
                 for jt in tl.static_range(KT):
@@ -93,8 +90,7 @@ def _rnn_bwd_split_resident_kernel(
                         dmask = rmask[:, None]
                     else:
                         dmask = rmask[:, None] & (js < D)[None, :]
-                    dps = dps + (tl.load(DPX + ((((t + 1) * B + rows[:, None]) * H + head) * G + g) * D + js[None, :],
-                                         mask=dmask, other=0.0, cache_modifier=CACHE),)
+                    dps = dps + (tl.load(dpx_rows + g * D + js[None, :], mask=dmask, other=0.0, cache_modifier=CACHE),)
                 for jt in tl.static_range(KT):
                     acc = tl.dot(dps[jt], rt[g * KT + jt], acc, input_precision=PREC)
             dh += acc
@@ -104,7 +100,7 @@ def _rnn_bwd_split_resident_kernel(
                 a0, a1, a2, a3, h_old, c_old, n_old, m_old, dh + dy.to(tl.float32), dc, dn)
             _store_gates(DGX, rows, t, head, cols, m2, T, H, D, G, d0, d1, d2, d3)
             _store_gates(DP, rows, t, head, cols, m2, T, H, D, G, d0, d1, p2, d3)
-            dpx = DPX + (((t * B + rows[:, None]) * H + head) * G) * D + cols[None, :]  # what the others read
+            dpx = DPX + ((((t % 2) * B + rows[:, None]) * H + head) * G) * D + cols[None, :]  # what the others read
             tl.store(dpx, d0.to(DPX.dtype.element_ty), mask=m2)
             tl.store(dpx + D, d1.to(DPX.dtype.element_ty), mask=m2)
             tl.store(dpx + 2 * D, p2.to(DPX.dtype.element_ty), mask=m2)
@@ -118,7 +114,8 @@ def _rnn_bwd_split_resident_kernel(
 
 def split_resident_backward_warps(block_n: int) -> int:
     """Warps per program: the product's output is ``[16, BN]``, one warp per 8 of its columns (more would repeat the
-    same columns, each reading all of ``dP`` from shared memory). Measured (H200, bf16 LSTM layer with its input
+    same columns, each reading all of ``dP`` from shared memory; at 2 warps and a head of 768 ptxas keeps 255
+    registers and spills a few bytes, and it is still the fastest). Measured (H200, bf16 LSTM layer with its input
     projection, B 16, T 1024, 16-column tiles), forward+backward ms: heads of 768 12.79 with 2 warps, 13.71 with 4,
     16.80 with 8 (the tiled backward: 16.00); heads of 256 8.49, 8.61, 9.49 (tiled: 9.75)."""
     return max(1, block_n // 8)
@@ -142,7 +139,7 @@ def split_resident_backward(
         DS.copy_(dfinal)
     dgx = torch.empty_like(P)
     dp = torch.empty_like(P)
-    dpx = gx.new_empty((T, B, H, G, D), dtype=R.dtype)
+    dpx = gx.new_empty((2, B, H, G, D), dtype=R.dtype)
     nb = triton.cdiv(B, BB)
     barrier = split and tiles > 1
     sync = torch.zeros(nb * H if barrier else 1, device=gx.device, dtype=torch.int32)
