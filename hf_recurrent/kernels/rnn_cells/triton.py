@@ -62,9 +62,9 @@ RESIDENT_NUM_WARPS: int | None = None
 SPLIT_BLOCK_D = 16
 """Output columns per tile (16, 32 or 64) of heads wider than one tile of 64: the share of one program when such a
 head is split (fewer columns: more programs, each holding or reading less of ``R`` per step). Measured on an H200
-(bf16 LSTM, B 16, T 1024, ``benchmarks/bench_rnn.py``), forward / forward+backward ms: with the split-resident
-forward, 16 columns 2.77 / 10.36 at heads of 256 and 4.77 / 17.92 at 768, 32 columns 3.25 / 11.16 and 5.44 / 19.03;
-the tiled forward alone preferred 32 (4.52 vs 5.04 at 256). Widened where a split grid would not fit the GPU, and 64
+(bf16 LSTM, B 16, T 1024, ``benchmarks/bench_rnn.py``, session 7), forward / forward+backward ms: with the
+split-resident kernels, 16 columns 2.22 / 8.50 at heads of 256 and 2.97 / 12.76 at 768, 32 columns 2.60 / 8.45 and
+3.94 / 14.10; the tiled forward alone preferred 32 (4.49 vs 5.03 at 256). Widened where a split grid would not fit the GPU, and 64
 for single steps (decode): see :func:`_launch_shape`."""
 
 SPLIT_RESIDENT: bool | str = True

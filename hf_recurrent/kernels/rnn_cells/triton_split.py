@@ -5,24 +5,27 @@ Grid: one program per (block of ``BB`` batch rows, head, tile of ``BN`` output c
 program loads its columns of all ``G`` recurrent matrices, ``R[head, g, :, cols]``, once: a tuple of ``KT`` (a
 constexpr, ``cdiv(D, BK)``) tiles ``[BK, 4 * BN]``, one per tile of ``BK`` reduction rows, with the gates
 interleaved in the columns (column ``4 j + g`` is gate ``g`` of output column ``j``; a GRU's fourth gate is zeros).
-One ``tl.dot`` per key tile then yields all gates at once: its ``4 * BN`` output columns spread over up to
-``4 * BN / 8`` warps of the MMA layout, each warp holding only its own 8 columns of ``R`` (with separate ``[BK, BN]``
-tiles per gate at most ``BN / 8`` warps would hold distinct columns and the rest duplicates). The accumulator is
-then split into the ``G`` gates (``reshape`` to ``[BB, BN, 2, 2]`` and two ``tl.split``).
+One ``tl.dot`` per key tile then yields all gates at once: its ``4 * BN`` output columns spread over the warps of
+the MMA layout, each warp holding only its own columns of ``R`` (with separate ``[BK, BN]`` tiles per gate at most
+``BN / 8`` warps would hold distinct columns and the rest duplicates). The accumulator is then split into the ``G``
+gates (``reshape`` to ``[BB, BN, 2, 2]`` and two ``tl.split``).
 
 The program's own state ``(y, c, n, m)`` (``[BB, BN]`` float32) is carried in registers; the previous output
 ``y_{t-1}`` of the *whole* head, which the other programs wrote, is read after the grid barrier of step ``t - 1``
 (``.cg`` loads: L2, coherent across multiprocessors) from an exchange buffer ``YX`` ``[T + 1, B, H, D]`` in ``R``'s
 dtype: ``y`` rounded as the matmul takes it anyway (as the tiled kernel rounds what it reads from ``S``), half the
 bytes of float32, and half the shared memory its conversion to the MMA operand layout moves (every warp reads the
-whole ``y`` tile). Step ``t + 1``'s gate inputs and keep flags are loaded while step ``t`` computes. Every step
-stores ``y_t`` (``Y``, ``YX[t + 1]``); in training (``STORE_STATE``) also the state slot ``S[t + 1]`` and with
-``STORE_P`` the pre-activations ``P``, in the layouts of the tiled forward, so its backward runs unchanged; at
-inference only the final state, once.
+whole ``y`` tile). Every key tile of ``y`` is requested before the first product (one L2 round trip a step, not
+one per tile), in tiles without a mask along the keys where ``BK`` divides ``D`` (16-byte loads;
+:func:`split_resident_key_block`). Step ``t + 1``'s gate inputs and keep flags are loaded while step ``t``
+computes. Every step stores ``y_t`` (``Y``, ``YX[t + 1]``); in training (``STORE_STATE``) also the state slot
+``S[t + 1]`` and with ``STORE_P`` the pre-activations ``P``, in the layouts both backwards read; at inference only
+the final state, once.
 
 Compiled for sm_90 (Triton 3.6), the compiler stages the slice of ``R`` in shared memory once, before the loop
-(196 KiB at ``D`` = 768, ``BN`` = 32 in bf16; 127 registers a thread at 16 warps, no spills), and each step reads its
-MMA operands from there (``ldmatrix``): no global or L1 traffic for ``R`` inside the time loop.
+(96 KiB at ``D`` = 768, ``BN`` = 16 in bf16, plus 24 KiB for the staged ``y`` tiles; 228 registers a thread at 4
+warps, no spills), and each step reads its MMA operands from there (``ldmatrix``): no global or L1 traffic for ``R``
+inside the time loop.
 
 Testing on the CPU: under Triton's interpreter programs run one after another, so programs of one head cannot meet
 at a barrier. The host then launches the same kernel once per time step (``t_start, t_stop = t, t + 1``) over all
