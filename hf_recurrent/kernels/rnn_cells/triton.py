@@ -300,7 +300,7 @@ def _split_resident_backward(T: int, D: int, R: torch.Tensor, ls: _Launch) -> bo
     """Whether the backward runs on the split-resident kernel (:data:`SPLIT_RESIDENT_BACKWARD`): where the forward
     does, but for float32 ``R`` on a GPU (only ever forced there, ``SPLIT_RESIDENT = "always"``): its slice with the
     staged ``dP`` tiles can pass a block's shared memory (240 KiB for a GRU head of 768 in tiles of 16)."""
-    fits = R.element_size() == 2 or not R.is_cuda or triton_interpreting()
+    fits = R.element_size() == 2 or not R.is_cuda
     return SPLIT_RESIDENT_BACKWARD and fits and _takes_split_resident(T, D, R, ls)
 
 
@@ -318,7 +318,6 @@ def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor |
     if _takes_split_resident(T, D, R, ls):
         warps = SPLIT_RESIDENT_NUM_WARPS or split_resident_warps(ls.BN)
         return split_resident_forward(cell, gx, R, rbias, state0, keep, store_all, BB=ls.BB, BN=ls.BN,
-                                      BK=split_resident_key_block(D),
                                       split=ls.split > 1, num_warps=warps)
     # Split heads exchange y through memory: every step then writes fresh addresses (all T + 1 state slots), so no
     # multiprocessor can hold a stale L1 copy of a state another one writes later.
@@ -340,7 +339,7 @@ def _forward(cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor |
 def _tiled_backward(cell: str, gx: torch.Tensor, R: torch.Tensor, keep: torch.Tensor | None, S: torch.Tensor,
                     P: torch.Tensor, dy: torch.Tensor, dfinal: torch.Tensor | None,
                     ls: _Launch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dgx, dP, d initial state)`` from :func:`_rnn_bwd_kernel`."""
+    """``(dgx, dP, d initial state)`` from :func:`_rnn_bwd_kernel` (``dy`` contiguous)."""
     B, T, H, G, D = gx.shape
     NS = S.shape[2]
     DS = gx.new_zeros((2, B, NS, H, D), dtype=torch.float32)
@@ -350,7 +349,7 @@ def _tiled_backward(cell: str, gx: torch.Tensor, R: torch.Tensor, keep: torch.Te
     dp = torch.empty_like(P)
     sync = torch.zeros(ls.grid[0] * H if ls.split > 1 else 1, device=gx.device, dtype=torch.int32)
     _rnn_bwd_kernel[ls.grid](
-        gx, R, keep if keep is not None else gx, S, P, dy.contiguous(), DS, dgx, dp, sync, B, T, H, D, ls.span,
+        gx, R, keep if keep is not None else gx, S, P, dy, DS, dgx, dp, sync, B, T, H, D, ls.span,
         CELL=_CELL_IDS[cell], G=G, NS=NS, BB=ls.BB, BN=ls.BN, BK=ls.BK, HAS_KEEP=keep is not None,
         PREC=_precision(R), NSPLIT=ls.split, CACHE=_cache(ls.split),
     )
@@ -369,12 +368,12 @@ class _RNNScan(torch.autograd.Function):
     def backward(ctx, dy, dfinal):
         gx, R, keep, S, P = ctx.saved_tensors
         B, T, H, G, D = gx.shape
+        dy = dy.contiguous()
         ls = _launch_shape(B, T, H, D, gx.device)
         if _split_resident_backward(T, D, R, ls):
             warps = SPLIT_RESIDENT_BACKWARD_NUM_WARPS or split_resident_backward_warps(ls.BN)
-            dgx, dp, ds0 = split_resident_backward(
-                ctx.cell, gx, R, keep, S, P, dy.contiguous(), dfinal, BB=ls.BB, BN=ls.BN,
-                BK=split_resident_key_block(D), split=ls.split > 1, num_warps=warps)
+            dgx, dp, ds0 = split_resident_backward(ctx.cell, gx, R, keep, S, P, dy, dfinal, BB=ls.BB, BN=ls.BN,
+                                                   split=ls.split > 1, num_warps=warps)
         else:
             dgx, dp, ds0 = _tiled_backward(ctx.cell, gx, R, keep, S, P, dy, dfinal, ls)
         dR = torch.einsum("bthi,bthgj->hgij", S[:T, :, 0].transpose(0, 1), dp).to(R.dtype)

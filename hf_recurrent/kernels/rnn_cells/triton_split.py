@@ -152,15 +152,17 @@ def split_resident_bytes(D: int, block_n: int, block_k: int, itemsize: int) -> i
 
 def split_resident_forward(
     cell: str, gx: torch.Tensor, R: torch.Tensor, rbias: torch.Tensor | None, state0: torch.Tensor,
-    keep: torch.Tensor | None, store_all: bool, *, BB: int, BN: int, BK: int, split: bool, num_warps: int,
+    keep: torch.Tensor | None, store_all: bool, *, BB: int, BN: int, split: bool, num_warps: int,
 ) -> tuple[torch.Tensor, ...]:
     """The forward of :func:`.triton.rnn_scan` on this kernel: ``(y, final state, S, P)`` as the tiled one returns
     them (``S`` ``[T + 1, B, NS, H, D]``; ``P`` ``[B, T, H, G, D]`` when ``store_all``, else ``S``).
 
     ``split``: the ``cdiv(D, BN)`` programs of a head all run at once (the caller checked they fit the GPU) and meet
-    at a grid barrier every step, one launch. Otherwise, with several column tiles, one launch per step."""
+    at a grid barrier every step, one launch. Otherwise, with several column tiles, one launch per step. Key
+    tiles: :func:`split_resident_key_block`."""
     B, T, H, G, D = gx.shape
     NS = CELLS[cell][1]
+    BK = split_resident_key_block(D)
     tiles = triton.cdiv(D, BN)
     stepwise = tiles > 1 and not split
     store_state = store_all or stepwise
@@ -175,8 +177,7 @@ def split_resident_forward(
     sync = torch.zeros(nb * H if barrier else 1, device=gx.device, dtype=torch.int32)
     meta = dict(
         CELL=_CELL_IDS[cell], G=G, NS=NS, BB=BB, BN=BN, BK=BK, KT=triton.cdiv(D, BK), EVEN_K=D % BK == 0,
-        HAS_RB=rbias is not None,
-        HAS_KEEP=keep is not None, STORE_STATE=store_state, STORE_P=store_all, PREC=_precision(R), NSPLIT=tiles,
+        HAS_RB=rbias is not None, HAS_KEEP=keep is not None, STORE_STATE=store_state, STORE_P=store_all, PREC=_precision(R), NSPLIT=tiles,
         BARRIER=barrier, CACHE=".cg" if barrier else "", num_warps=num_warps,
         num_stages=1,  # no software pipelining: a load of S[t + 1] must not be issued before step t's barrier
     )

@@ -43,6 +43,7 @@ import triton.language as tl
 from .reference import CELLS
 from .triton_common import (_CELL_IDS, _cell_grads, _column_tile, _grid_barrier, _load_gates, _load_state,
                             _precision, _store_gates, _store_state)
+from .triton_split import split_resident_key_block
 
 
 @triton.jit
@@ -123,16 +124,18 @@ def split_resident_backward_warps(block_n: int) -> int:
 
 def split_resident_backward(
     cell: str, gx: torch.Tensor, R: torch.Tensor, keep: torch.Tensor | None, S: torch.Tensor, P: torch.Tensor,
-    dy: torch.Tensor, dfinal: torch.Tensor | None, *, BB: int, BN: int, BK: int, split: bool, num_warps: int,
+    dy: torch.Tensor, dfinal: torch.Tensor | None, *, BB: int, BN: int, split: bool, num_warps: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The backward of :func:`.triton.rnn_scan` on this kernel, from the forward's states ``S`` ``[T + 1, B, NS, H,
     D]`` and pre-activations ``P`` ``[B, T, H, G, D]``: ``(dgx, dP, d initial state)``, ``dgx`` and ``dP`` float32
     ``[B, T, H, G, D]`` as the tiled backward returns them.
 
     ``split``: the ``cdiv(D, BN)`` programs of a head all run at once (the caller checked they fit the GPU) and meet
-    at a grid barrier every iteration, one launch. Otherwise, with several column tiles, one launch per iteration."""
+    at a grid barrier every iteration, one launch. Otherwise, with several column tiles, one launch per iteration.
+    Key tiles as the forward's (:func:`.triton_split.split_resident_key_block`)."""
     B, T, H, G, D = gx.shape
     NS = CELLS[cell][1]
+    BK = split_resident_key_block(D)
     tiles = triton.cdiv(D, BN)
     DS = torch.zeros((B, NS, H, D), device=gx.device, dtype=torch.float32)
     if dfinal is not None:
